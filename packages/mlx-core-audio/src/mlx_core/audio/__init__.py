@@ -1,0 +1,3 @@
+"""Whisper-exact log-mel, vocoder mel, audio loading and resampling."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Fused kernels (SwiGLU, LayerNorm-modulate, decode attention) for CUDA, Metal and CPU."""
+
+__all__: list[str] = []

@@ -1,0 +1,1 @@
+"""The ``mlx-core`` command-line interface."""

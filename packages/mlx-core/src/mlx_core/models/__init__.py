@@ -1,0 +1,3 @@
+"""Reference model family built only from mlx-core parts."""
+
+__all__: list[str] = []

@@ -63,10 +63,17 @@ def integration(session: nox.Session) -> None:
 def wheels(session: nox.Session) -> None:
     """Build every wheel; install one member from wheels alone and import it through the namespace."""
     dist_dir = pathlib.Path(session.create_tmp()) / "dist"
-    session.run("uv", "build", "--all-packages", "--no-sources", "--wheel", "-o", str(dist_dir), external=True)
+    session.run(
+        "uv", "build", "--all-packages", "--no-sources", "--wheel", "-o", str(dist_dir), external=True
+    )
     session.run(sys.executable, str(ROOT / ".ci" / "check_wheels.py"), str(dist_dir), external=True)
-    # Install the spec wheel with the sibling wheels it needs (found locally) and import it.
-    session.install("--find-links", str(dist_dir), "mlx-core-spec[cpu]" if BACKEND_EXTRA else "mlx-core-spec")
+    # Install the spec wheel with exactly the sibling wheels it declares (by path, never from an index).
+    own = [
+        str(next(dist_dir.glob(f"{name}-*.whl")))
+        for name in ("mlx_core_spec", "mlx_core_generate", "mlx_core_cache")
+    ]
+    backend = ["mlx[cpu]>=0.32"] if BACKEND_EXTRA else []
+    session.install(*own, *backend)
     session.run(
         "python",
         "-c",

@@ -20,13 +20,14 @@ except ModuleNotFoundError:  # Python 3.10
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 IMPORT_RE = re.compile(r"^\s*(?:from|import)\s+mlx_core\.(\w+)", re.MULTILINE)
 
 
-def main() -> int:
+def main(root: pathlib.Path = DEFAULT_ROOT) -> int:
+    """Print each broken promise; return 1 if any."""
     members = {}
-    for pyproject in sorted((ROOT / "packages").glob("*/pyproject.toml")):
+    for pyproject in sorted((root / "packages").glob("*/pyproject.toml")):
         data = tomllib.loads(pyproject.read_text())
         members[data["project"]["name"]] = (pyproject.parent, data)
     # Which subpackages each distribution ships, from its wheel config.
@@ -46,25 +47,26 @@ def main() -> int:
                 errors.append(f"{name}: sibling dependency {req.name!r} has no version range")
             elif sibling_version not in req.specifier:
                 errors.append(
-                    f"{name}: requires {req.name}{req.specifier}, which excludes the in-repo {sibling_version}"
+                    f"{name}: requires {req.name}{req.specifier}, "
+                    f"which excludes the in-repo {sibling_version}"
                 )
         stray = path / "src" / "mlx_core" / "__init__.py"
         if stray.exists():
-            errors.append(f"{stray.relative_to(ROOT)} exists: mlx_core must stay a namespace package")
+            errors.append(f"{stray.relative_to(root)} exists: mlx_core must stay a namespace package")
         for required in ("README.md", "CHANGELOG.md", "tests"):
             if not (path / required).exists():
                 errors.append(f"{name}: missing {required}")
         for sub in ships[name]:
             pkg_dir = path / "src" / "mlx_core" / sub
             if not (pkg_dir / "py.typed").exists():
-                errors.append(f"{name}: {pkg_dir.relative_to(ROOT)} has no py.typed")
+                errors.append(f"{name}: {pkg_dir.relative_to(root)} has no py.typed")
         declared = {Requirement(r).name for r in data["project"].get("dependencies", [])}
         allowed = set(ships[name]) | {s for dep in declared if dep in ships for s in ships[dep]}
         for source in (path / "src").rglob("*.py"):
             for imported in IMPORT_RE.findall(source.read_text()):
                 if imported not in allowed:
                     errors.append(
-                        f"{source.relative_to(ROOT)} imports mlx_core.{imported}, "
+                        f"{source.relative_to(root)} imports mlx_core.{imported}, "
                         f"which {name} does not declare as a dependency"
                     )
     for error in errors:
@@ -75,4 +77,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_ROOT))

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-SUBPACKAGES = ['mlx_core.attn']
+SUBPACKAGES = ["mlx_core.attn"]
 
 
 @pytest.mark.parametrize("name", SUBPACKAGES)

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-SUBPACKAGES = ['mlx_core.generate']
+SUBPACKAGES = ["mlx_core.generate"]
 
 
 @pytest.mark.parametrize("name", SUBPACKAGES)

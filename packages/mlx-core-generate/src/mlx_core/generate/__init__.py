@@ -1,3 +1,57 @@
 """Generation loop, samplers, logits processors, tokenizers and streaming text."""
 
-__all__: list[str] = []
+from .detokenizer import StreamingDetokenizer, WindowStreamingDetokenizer
+from .errors import GenerateError, ModelOutputError, PromptError, SamplerConfigError, TokenizerFilesError
+from .forward import forward_logits, prefill
+from .loop import Generate, GenerateBuilder, default_caches, generate, stream_generate
+from .processors import (
+    LogitsProcessor,
+    make_frequency_penalty,
+    make_logit_bias,
+    make_logits_processors,
+    make_presence_penalty,
+    make_repetition_penalty,
+)
+from .protocols import LanguageModel, ModelInput, ModelOutput
+from .response import GenerationChunk, Response
+from .sampling import DefaultSampler, Sampler, apply_min_p, apply_top_k, apply_top_p, apply_xtc, make_sampler
+from .text import TextAssembler
+from .tokenizer import Tokenizer, load_tokenizer
+
+__all__ = [
+    "DefaultSampler",
+    "Generate",
+    "GenerateBuilder",
+    "GenerateError",
+    "GenerationChunk",
+    "LanguageModel",
+    "LogitsProcessor",
+    "ModelInput",
+    "ModelOutput",
+    "ModelOutputError",
+    "PromptError",
+    "Response",
+    "Sampler",
+    "SamplerConfigError",
+    "StreamingDetokenizer",
+    "TextAssembler",
+    "Tokenizer",
+    "TokenizerFilesError",
+    "WindowStreamingDetokenizer",
+    "apply_min_p",
+    "apply_top_k",
+    "apply_top_p",
+    "apply_xtc",
+    "default_caches",
+    "forward_logits",
+    "generate",
+    "load_tokenizer",
+    "make_frequency_penalty",
+    "make_logit_bias",
+    "make_logits_processors",
+    "make_presence_penalty",
+    "make_repetition_penalty",
+    "make_sampler",
+    "prefill",
+    "stream_generate",
+]

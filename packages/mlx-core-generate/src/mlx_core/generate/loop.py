@@ -1,0 +1,279 @@
+"""The generation loop: `Generate` (iterator of token ids), its builder, `generate`, `stream_generate`.
+
+The loop follows mlx-lm's ``generate_step``: all prompt tokens but the last are prefilled in chunks, the
+last one produces the first logits, and each decode step is dispatched with ``mx.async_eval`` before the
+previous token is handed out, so graph building overlaps device work. After a call the caches hold the
+prompt and every sampled token, so a follow-up call passes only the new prompt tokens with the same caches.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import mlx.core as mx
+
+from .errors import GenerateError, PromptError
+from .forward import as_prompt_array, forward_logits, prefill
+from .processors import LogitsProcessor
+from .response import GenerationChunk, Response
+from .sampling import Sampler, make_sampler
+from .text import TextAssembler
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@functools.cache
+def _generation_stream(device: Any) -> Any:
+    """A dedicated stream per device (thread-local where MLX offers it), like mlx-lm's."""
+    if hasattr(mx, "new_thread_local_stream"):
+        return mx.new_thread_local_stream(device)
+    return mx.new_stream(device)
+
+
+def default_caches(model: Any, max_kv_size: int | None = None) -> list[Any]:
+    """``model.make_cache()`` if the model defines it, else `mlx_core.cache.make_prompt_cache`."""
+    if hasattr(model, "make_cache") and max_kv_size is None:
+        return list(model.make_cache())
+    from mlx_core.cache import make_prompt_cache
+
+    return list(make_prompt_cache(model, max_kv_size=max_kv_size))
+
+
+class Generate:
+    """Iterator of generated token ids for one prompt (single use).
+
+    ``Generate(model, prompt, tokenizer=tok, temperature=0.7, max_tokens=64, stop=["\\n\\n"], seed=0)``;
+    ``for token in gen`` yields ids (EOS excluded); ``.run()`` returns a `Response`; ``.stream()`` yields
+    `GenerationChunk`s. ``prompt`` is a str (needs a tokenizer), a list of ids, or an int array [L] or
+    [1, L]. ``caches`` (updated in place) allows multi-turn reuse; ``prompt_progress(done, total)`` is
+    called during prefill. ``eos_token_ids`` defaults to the tokenizer's (all of them).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        prompt: Any,
+        tokenizer: Any = None,
+        temperature: float = 0.0,
+        max_tokens: int | None = 256,
+        sampler: Sampler | Callable[[mx.array], mx.array] | None = None,
+        logits_processors: Sequence[LogitsProcessor] = (),
+        caches: list[Any] | None = None,
+        prefill_step_size: int = 2048,
+        stop: Iterable[str] | str = (),
+        seed: int | None = None,
+        *,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        top_k: int = 0,
+        eos_token_ids: Iterable[int] | None = None,
+        max_kv_size: int | None = None,
+        prompt_progress: ProgressCallback | None = None,
+    ) -> None:
+        if model is None or not callable(model):
+            raise GenerateError("model must be a callable model(inputs [B, L], cache=caches) -> logits.")
+        if isinstance(prompt, str):
+            if tokenizer is None:
+                raise PromptError(
+                    "prompt is a str but no tokenizer was given; pass tokenizer=... or token ids."
+                )
+            prompt = tokenizer.encode(prompt)
+        self.prompt = as_prompt_array(prompt)
+        if self.prompt.shape[0] != 1:
+            raise PromptError(
+                f"Generate decodes one sequence; got a batch of {self.prompt.shape[0]} prompts. "
+                "Pass a 1-D prompt or shape [1, L]."
+            )
+        if (
+            isinstance(prefill_step_size, bool)
+            or not isinstance(prefill_step_size, int)
+            or prefill_step_size < 1
+        ):
+            raise GenerateError(f"prefill_step_size must be a positive int, got {prefill_step_size!r}.")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.sampler = (
+            sampler if sampler is not None else make_sampler(temperature, top_p, min_p, top_k=top_k)
+        )
+        self.logits_processors = list(logits_processors)
+        self.prefill_step_size = prefill_step_size
+        self.seed = seed
+        self.prompt_progress = prompt_progress
+        self.assembler = TextAssembler(tokenizer, eos_token_ids, stop, max_tokens)
+        self.max_tokens = max_tokens
+        self.caches = caches if caches is not None else default_caches(model, max_kv_size)
+        self.prompt_tps = 0.0
+        self.generation_tps = 0.0
+        self._started = False
+
+    @staticmethod
+    def builder() -> GenerateBuilder:
+        """A fluent builder: ``Generate.builder().model(m).prompt(p).max_tokens(8).build()``."""
+        return GenerateBuilder()
+
+    # -- core loop ---------------------------------------------------------------------------------
+    def _step(self, tokens: mx.array, history: mx.array | None) -> tuple[mx.array, mx.array | None]:
+        logits = forward_logits(self.model, tokens, self.caches)[:, -1, :]
+        if self.logits_processors:
+            history = tokens[0] if history is None else mx.concatenate([history, tokens[0]])
+            for processor in self.logits_processors:
+                logits = processor(history, logits)
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        return self.sampler(logprobs), history
+
+    def _raw_tokens(self) -> Iterator[int]:
+        """Sampled ids until ``max_tokens`` (EOS and stop strings are the caller's business)."""
+        if self.seed is not None:
+            mx.random.seed(self.seed)
+        total = self.prompt.shape[1]
+        max_tokens = self.max_tokens
+        progress = self.prompt_progress
+        with mx.stream(_generation_stream(mx.default_device())):
+            t0 = time.perf_counter()
+            if progress is not None:
+                progress(0, total)
+            chunk_progress = None if progress is None else (lambda done, _: progress(done, total))
+            prefill(self.model, self.prompt[:, :-1], self.caches, self.prefill_step_size, chunk_progress)
+            history = self.prompt[0, :-1] if self.logits_processors and total > 1 else None
+            y, history = self._step(self.prompt[:, -1:], history)
+            mx.async_eval(y)
+            n = 0
+            t1 = t0
+            while True:
+                if n != max_tokens:
+                    next_y, history = self._step(y[:, None].astype(mx.int32), history)
+                    mx.async_eval(next_y)
+                if n == 0:
+                    mx.eval(y)
+                    t1 = time.perf_counter()
+                    self.prompt_tps = total / max(t1 - t0, 1e-9)
+                    if progress is not None:
+                        progress(total, total)
+                if n == max_tokens:
+                    break
+                yield int(y.item())  # type: ignore[arg-type]
+                n += 1
+                self.generation_tps = n / max(time.perf_counter() - t1, 1e-9)
+                if n % 256 == 0:
+                    mx.clear_cache()
+                y = next_y
+
+    def _events(self) -> Iterator[tuple[int, str, str | None]]:
+        """(token, released text, finish reason) for every sampled token, up to the first stop."""
+        if self._started:
+            raise RuntimeError("a Generate runs once; build a new one (reuse its caches to continue).")
+        self._started = True
+        asm = self.assembler
+        if asm.finished:  # max_tokens == 0
+            return
+        for token in self._raw_tokens():
+            segment, reason = asm.add(token)
+            yield token, segment, reason
+            if reason is not None:
+                return
+
+    # -- public forms -----------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[int]:
+        for token, _, reason in self._events():
+            if not (reason == "stop" and token in self.assembler.eos_token_ids):
+                yield token
+
+    def stream(self) -> Iterator[GenerationChunk]:
+        """Per-token text segments; the last chunk carries the finish reason."""
+        for token, segment, reason in self._events():
+            yield GenerationChunk(text=segment, token=token, finish_reason=reason)
+
+    def run(self) -> Response:
+        """Generate to the end and return the whole `Response`."""
+        for _ in self._events():
+            pass
+        return self.response()
+
+    def response(self) -> Response:
+        """A `Response` describing what has been generated so far."""
+        asm = self.assembler
+        return Response(
+            text=asm.text,
+            tokens=list(asm.tokens),
+            finish_reason=asm.finish_reason,
+            prompt_tokens=self.prompt.shape[1],
+            generation_tokens=asm.generation_tokens,
+            prompt_tps=self.prompt_tps,
+            generation_tps=self.generation_tps,
+            peak_memory=mx.get_peak_memory() / 1e9,
+        )
+
+
+class GenerateBuilder:
+    """Fluent construction of a `Generate`; ``build()`` checks that a model and a prompt were given."""
+
+    def __init__(self) -> None:
+        self._kwargs: dict[str, Any] = {}
+
+    def _set(self, name: str, value: Any) -> GenerateBuilder:
+        self._kwargs[name] = value
+        return self
+
+    def model(self, model: Any) -> GenerateBuilder:
+        return self._set("model", model)
+
+    def prompt(self, prompt: Any) -> GenerateBuilder:
+        return self._set("prompt", prompt)
+
+    def tokenizer(self, tokenizer: Any) -> GenerateBuilder:
+        return self._set("tokenizer", tokenizer)
+
+    def temperature(self, temperature: float) -> GenerateBuilder:
+        return self._set("temperature", temperature)
+
+    def max_tokens(self, max_tokens: int | None) -> GenerateBuilder:
+        return self._set("max_tokens", max_tokens)
+
+    def sampler(self, sampler: Sampler | Callable[[mx.array], mx.array]) -> GenerateBuilder:
+        return self._set("sampler", sampler)
+
+    def logits_processors(self, processors: Sequence[LogitsProcessor]) -> GenerateBuilder:
+        return self._set("logits_processors", processors)
+
+    def caches(self, caches: list[Any]) -> GenerateBuilder:
+        return self._set("caches", caches)
+
+    def prefill_step_size(self, size: int) -> GenerateBuilder:
+        return self._set("prefill_step_size", size)
+
+    def stop(self, stop: Iterable[str] | str) -> GenerateBuilder:
+        return self._set("stop", stop)
+
+    def seed(self, seed: int | None) -> GenerateBuilder:
+        return self._set("seed", seed)
+
+    def eos_token_ids(self, ids: Iterable[int]) -> GenerateBuilder:
+        return self._set("eos_token_ids", ids)
+
+    def max_kv_size(self, size: int | None) -> GenerateBuilder:
+        return self._set("max_kv_size", size)
+
+    def prompt_progress(self, callback: ProgressCallback) -> GenerateBuilder:
+        return self._set("prompt_progress", callback)
+
+    def build(self) -> Generate:
+        missing = [name for name in ("model", "prompt") if self._kwargs.get(name) is None]
+        if missing:
+            calls = ", ".join(f".{m}(...)" for m in missing)
+            raise GenerateError(
+                f"Generate.builder() is missing {', '.join(missing)}: call {calls} before build()."
+            )
+        return Generate(**self._kwargs)
+
+
+def generate(model: Any, prompt: Any, **kwargs: Any) -> Response:
+    """Run `Generate` (same keywords) to the end and return its `Response`."""
+    return Generate(model, prompt, **kwargs).run()
+
+
+def stream_generate(model: Any, prompt: Any, **kwargs: Any) -> Iterator[GenerationChunk]:
+    """Stream `GenerationChunk`s from `Generate` (same keywords)."""
+    yield from Generate(model, prompt, **kwargs).stream()

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-SUBPACKAGES = ['mlx_core.cache']
+SUBPACKAGES = ["mlx_core.cache"]
 
 
 @pytest.mark.parametrize("name", SUBPACKAGES)

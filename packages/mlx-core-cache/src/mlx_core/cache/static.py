@@ -1,0 +1,165 @@
+"""StaticKVCache: fixed-capacity cache whose write position lives in an mx.array (compile-friendly
+decoding).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlx.core as mx
+from mlx_core.cache.base import BaseCache, check_against, check_trim
+from mlx_core.cache.errors import CacheCapacityError
+from mlx_core.cache.registry import register_cache_class
+
+
+@register_cache_class
+class StaticKVCache(BaseCache):
+    """Fixed ``[B, H, max_size, D]`` buffers written at a position held in an ``mx.array``.
+
+    ``update_and_fetch`` writes with ``mx.slice_update`` at the array position and returns the *whole*
+    buffers;
+    ``make_mask`` always returns a boolean ``[N, max_size]`` array hiding unwritten slots and future
+    positions.
+    So a decode step (N = 1) has identical shapes and an identical graph every token, which lets the whole
+    step be compiled once.
+
+    Using it from a compiled decode step::
+
+        caches = [StaticKVCache(4096) for _ in model.layers]
+        model(prompt[None], cache=caches)                      # eager prefill allocates the buffers
+        state = [c.compile_state for c in caches]              # mutable lists [keys, values, position]
+        step = mx.compile(decode_fn, inputs=state, outputs=state)
+        for _ in range(n):
+            token = step(token)                                # buffers and positions advance in place
+
+    Inside the compiled function use ``cache.position`` (an int32 array, e.g. as RoPE offset) and the mask
+    from ``make_mask``; never read ``cache.offset`` there: it is a Python int obtained with ``.item()``
+    (always exact, but a host sync, and not allowed while tracing). ``update_and_fetch`` checks capacity only
+    in eager mode; a compiled loop must stop at ``max_size`` itself (read ``offset`` between steps).
+    """
+
+    def __init__(self, max_size: int) -> None:
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size <= 0:
+            raise ValueError(f"StaticKVCache max_size must be a positive int, got {max_size!r}")
+        self.max_size: int = max_size
+        self.compile_state: list[Any] = [None, None, mx.array(0, dtype=mx.int32)]
+        self._written = 0
+        self._layout: Any = None
+
+    @property
+    def keys(self) -> mx.array | None:
+        return self.compile_state[0]
+
+    @property
+    def values(self) -> mx.array | None:
+        return self.compile_state[1]
+
+    @property
+    def position(self) -> mx.array:
+        """Write position (= tokens held) as an int32 scalar array; usable inside ``mx.compile``."""
+        return self.compile_state[2]
+
+    @property
+    def offset(self) -> int:
+        """Tokens held, as a Python int (syncs on ``position``)."""
+        self._written = int(self.position.item())
+        return self._written
+
+    def allocate(
+        self,
+        batch: int,
+        n_kv_heads: int,
+        head_dim: int,
+        v_head_dim: int | None = None,
+        dtype: mx.Dtype = mx.float32,
+    ) -> None:
+        """Allocate zeroed buffers now (otherwise the first update does), e.g. before compiling a step."""
+        self.compile_state[0] = mx.zeros((batch, n_kv_heads, self.max_size, head_dim), dtype)
+        self.compile_state[1] = mx.zeros((batch, n_kv_heads, self.max_size, v_head_dim or head_dim), dtype)
+        self.compile_state[2] = mx.array(0, dtype=mx.int32)
+        self._layout = (batch, n_kv_heads, head_dim, v_head_dim or head_dim, dtype)
+        self._written = 0
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        """Write ``[B, H, S, D]`` at ``position``; return the full ``[B, H, max_size, D]`` buffers."""
+        self._layout = check_against(keys, values, self._layout)
+        S = keys.shape[2]
+        if self._written + S > self.max_size:
+            raise CacheCapacityError(
+                f"StaticKVCache(max_size={self.max_size}) holds {self._written} tokens and cannot take "
+                f"{S} more; "
+                "create it with a larger max_size or use KVCache/RotatingKVCache"
+            )
+        if self.keys is None:
+            B, H, _, Dk = keys.shape
+            self.allocate(B, H, Dk, values.shape[3], keys.dtype)
+        pos = self.position
+        start = pos.reshape(1)
+        k = mx.slice_update(self.compile_state[0], keys, start, axes=(2,))
+        v = mx.slice_update(self.compile_state[1], values, start, axes=(2,))
+        self.compile_state[0], self.compile_state[1] = k, v
+        self.compile_state[2] = pos + S
+        self._written += S
+        return k, v
+
+    def make_mask(self, N: int, return_array: bool = False, window_size: int | None = None) -> mx.array:
+        """Boolean ``[N, max_size]``: query ``i`` (at ``position + i``) sees written keys ``j <=
+        position + i``.
+        """
+        q = self.position + mx.arange(N, dtype=mx.int32)
+        k = mx.arange(self.max_size, dtype=mx.int32)
+        mask = k[None] <= q[:, None]
+        if window_size is not None:
+            mask = mask & (k[None] > q[:, None] - window_size)
+        return mask
+
+    def is_trimmable(self) -> bool:
+        return True
+
+    def trim(self, n: int) -> int:
+        check_trim(n, self.offset)
+        self.compile_state[2] = self.position - n
+        self._written -= n
+        return n
+
+    def reset(self) -> None:
+        self.compile_state[:] = [None, None, mx.array(0, dtype=mx.int32)]
+        self._written = 0
+        self._layout = None
+
+    def size(self) -> int:
+        return self.offset
+
+    def empty(self) -> bool:
+        return self.keys is None
+
+    @property
+    def state(self) -> list[mx.array]:
+        """``[keys, values, position]`` with the full fixed-size buffers (no host sync)."""
+        return [] if self.keys is None else list(self.compile_state)
+
+    @state.setter
+    def state(self, v: Any) -> None:
+        if not hasattr(self, "compile_state"):
+            self.compile_state = [None, None, mx.array(0, dtype=mx.int32)]
+        self.reset()
+        if v:
+            k, vals, pos = v
+            self.compile_state[:] = [k, vals, mx.array(pos, dtype=mx.int32).reshape(())]
+            self._layout = check_against(k, vals, None)
+            self._written = int(self.compile_state[2].item())
+
+    @property
+    def meta_state(self) -> tuple[str, ...]:
+        return (str(self.max_size),)
+
+    @meta_state.setter
+    def meta_state(self, v: tuple[str, ...]) -> None:
+        self.max_size = int(v[0])
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.keys is None or self.values is None else self.keys.nbytes + self.values.nbytes
+
+    def __repr__(self) -> str:
+        return f"StaticKVCache(max_size={self.max_size}, offset={self._written})"

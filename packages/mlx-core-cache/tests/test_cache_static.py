@@ -1,0 +1,66 @@
+"""StaticKVCache: reference contents and masks, compiled decode with identical shapes, capacity errors."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx_core.cache import CacheCapacityError, KeyValueCache, StaticKVCache
+
+
+def test_matches_reference_and_mask() -> None:
+    rng = np.random.default_rng(0)
+    c = StaticKVCache(16)
+    assert isinstance(c, KeyValueCache)
+    ref = np.zeros((1, 2, 16, 4), np.float32)
+    pos = 0
+    for n in (5, 1, 1, 3, 1):
+        m = np.array(c.make_mask(n))
+        expect = np.arange(16)[None] <= (pos + np.arange(n))[:, None]
+        np.testing.assert_array_equal(m, expect)
+        mw = np.array(c.make_mask(n, window_size=3))
+        np.testing.assert_array_equal(mw, expect & (np.arange(16)[None] > (pos + np.arange(n))[:, None] - 3))
+        k = rng.standard_normal((1, 2, n, 4)).astype(np.float32)
+        ref[:, :, pos : pos + n] = k
+        pos += n
+        gk, gv = c.update_and_fetch(mx.array(k), mx.array(2 * k))
+        assert gk.shape == (1, 2, 16, 4)
+        np.testing.assert_array_equal(np.array(gk), ref)
+        np.testing.assert_array_equal(np.array(gv), 2 * ref)
+        assert c.offset == pos
+    assert c.trim(2) == 2 and c.offset == pos - 2
+    with pytest.raises(CacheCapacityError, match="max_size=16"):
+        c.update_and_fetch(mx.zeros((1, 2, 8, 4)), mx.zeros((1, 2, 8, 4)))
+
+
+def test_compiled_decode_step_advances_in_place() -> None:
+    rng = np.random.default_rng(1)
+    c = StaticKVCache(12)
+    prompt = rng.standard_normal((1, 1, 4, 8)).astype(np.float32)
+    c.update_and_fetch(mx.array(prompt), mx.array(prompt))
+    state = c.compile_state
+    q = mx.array(rng.standard_normal((1, 1, 1, 8)).astype(np.float32))
+
+    def step(x: mx.array) -> mx.array:
+        mask = c.make_mask(1)
+        k, v = c.update_and_fetch(x, x)
+        return mx.fast.scaled_dot_product_attention(q, k, v, scale=1.0, mask=mask)
+
+    compiled = mx.compile(step, inputs=state, outputs=state)
+    seen = [prompt[0, 0, i] for i in range(4)]
+    for _ in range(5):
+        x = rng.standard_normal((1, 1, 1, 8)).astype(np.float32)
+        out = compiled(mx.array(x))
+        seen.append(x[0, 0, 0])
+        keys = np.stack(seen).astype(np.float64)
+        s = keys @ np.array(q[0, 0, 0], np.float64)
+        p = np.exp(s - s.max())
+        expect = (p / p.sum()) @ keys
+        np.testing.assert_allclose(np.array(out)[0, 0, 0], expect, rtol=1e-5, atol=1e-5)
+    assert c.offset == 9
+    assert int(c.position.item()) == 9
+
+
+def test_bad_size() -> None:
+    with pytest.raises(ValueError, match="max_size"):
+        StaticKVCache(0)

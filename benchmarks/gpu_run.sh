@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One call on a lent NVIDIA GPU (see ../shared/device/README.md): install MLX's CUDA build and the carried
+# wheels from .device/wheels, put the workspace sources on the path, then run the named steps in order:
+#   test-<pkg>    pytest -m gpu for packages/mlx-core-<pkg>
+#   bench-<name>  python benchmarks/<name>.py
+#   train         train the shipped demo model and its draft into $OUT/demo and $OUT/demo_draft
+# usage: bash benchmarks/gpu_run.sh test-kernels bench-kernels train
+set -uo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile .device/wheels/*.whl || exit 1
+PYTHONPATH=$(ls -d packages/*/src | paste -sd:)
+export PYTHONPATH PYTHONUNBUFFERED=1
+python3 -c "import mlx.core as mx; assert mx.cuda.is_available(), 'no CUDA'; print('mlx', mx.__version__, mx.default_device())" || exit 1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+status=0
+for step in "$@"; do
+  echo "=============== $step ($(date +%T))"
+  case $step in
+    test-*) timeout 300 python3 -m pytest -q -m gpu -p no:cacheprovider "packages/mlx-core-${step#test-}/tests" || status=1 ;;
+    bench-*) timeout 420 python3 "benchmarks/${step#bench-}.py" || status=1 ;;
+    train) timeout 480 python3 packages/mlx-core/scripts/train_demo_model.py --out-dir "${OUT:-/tmp/demo_out}" ${TRAIN_ARGS:-} || status=1 ;;
+    *) echo "unknown step $step"; status=1 ;;
+  esac
+done
+exit $status

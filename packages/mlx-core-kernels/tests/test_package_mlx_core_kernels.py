@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-SUBPACKAGES = ['mlx_core.kernels']
+SUBPACKAGES = ["mlx_core.kernels"]
 
 
 @pytest.mark.parametrize("name", SUBPACKAGES)

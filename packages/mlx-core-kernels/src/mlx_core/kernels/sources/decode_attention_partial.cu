@@ -1,0 +1,131 @@
+// Split-K flash-decoding, pass 1: attention of one query token over one split of the keys.
+// Body of an mx.fast.cuda_kernel (inputs not forced contiguous: strides are honoured).
+// Inputs: queries [B, Hq, 1, D], keys / values [B, Hkv, Lk, D] (dtype T, any strides),
+//         lengths [B] int32 (valid keys per batch entry), softmax_scale [1] float32.
+// Outputs: part_o [B, Hq, splits, D] float32 (unnormalised), part_ml [B, Hq, splits, 2] float32
+//          (running max in log2 units, sum of exponentials).
+// Template: T, G (query heads per kv head), EPL (D / 32 elements per lane), NW (warps per block).
+// Launch: grid = (B * Hkv * splits * NW * 32, 1, 1), threadgroup = (NW * 32, 1, 1). One block per
+// (batch, kv head, split): each K/V row is read once and used for all G query heads of the group.
+constexpr int DD = EPL * 32;
+const int B = queries_shape[0];
+const int Hq = queries_shape[1];
+const int Hkv = keys_shape[1];
+const int Lk = keys_shape[2];
+const int splits = static_cast<int>(gridDim.x) / (B * Hkv);
+const int blk = static_cast<int>(blockIdx.x);
+const int bkv = blk / splits;
+const int split = blk - bkv * splits;
+const int b = bkv / Hkv;
+const int kvh = bkv - b * Hkv;
+const int warp = static_cast<int>(threadIdx.x) / 32;
+const int lane = static_cast<int>(threadIdx.x) & 31;
+
+int len = lengths[static_cast<long long>(b) * lengths_strides[0]];
+len = len < 0 ? 0 : (len > Lk ? Lk : len);
+const int chunk = (len + splits - 1) / splits;
+const int t0 = split * chunk;
+const int t1 = (t0 + chunk < len) ? (t0 + chunk) : len;
+
+// Scaled query rows in registers; log2(e) folded in so the softmax uses exp2f.
+const float qscale = softmax_scale[0] * 1.4426950408889634f;
+float qr[G][EPL];
+#pragma unroll
+for (int g = 0; g < G; ++g) {
+  const long long qoff = static_cast<long long>(b) * queries_strides[0] +
+      static_cast<long long>(kvh * G + g) * queries_strides[1];
+#pragma unroll
+  for (int i = 0; i < EPL; ++i) {
+    qr[g][i] = static_cast<float>(queries[qoff + static_cast<long long>(lane * EPL + i) * queries_strides[3]]) * qscale;
+  }
+}
+
+const int row_align = mck_row_align(EPL * static_cast<int>(sizeof(T)));
+const long long a = row_align / static_cast<int>(sizeof(T));  // alignment in elements
+const bool k_fast = keys_strides[3] == 1 && (reinterpret_cast<unsigned long long>(keys) % row_align) == 0 &&
+    keys_strides[0] % a == 0 && keys_strides[1] % a == 0 && keys_strides[2] % a == 0;
+const bool v_fast = values_strides[3] == 1 && (reinterpret_cast<unsigned long long>(values) % row_align) == 0 &&
+    values_strides[0] % a == 0 && values_strides[1] % a == 0 && values_strides[2] % a == 0;
+const T* kbase = keys + static_cast<long long>(b) * keys_strides[0] + static_cast<long long>(kvh) * keys_strides[1];
+const T* vbase = values + static_cast<long long>(b) * values_strides[0] + static_cast<long long>(kvh) * values_strides[1];
+
+float m[G];
+float l[G];
+float acc[G][EPL];
+#pragma unroll
+for (int g = 0; g < G; ++g) {
+  m[g] = mck_neg_inf();
+  l[g] = 0.0f;
+#pragma unroll
+  for (int i = 0; i < EPL; ++i) {
+    acc[g][i] = 0.0f;
+  }
+}
+
+for (int t = t0 + warp; t < t1; t += NW) {
+  float kr[EPL];
+  float vr[EPL];
+  mck_load_lane<T, EPL>(kbase + static_cast<long long>(t) * keys_strides[2], keys_strides[3], k_fast, lane, kr);
+  mck_load_lane<T, EPL>(vbase + static_cast<long long>(t) * values_strides[2], values_strides[3], v_fast, lane, vr);
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    float part = 0.0f;
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) {
+      part += qr[g][i] * kr[i];
+    }
+    const float s = mck_warp_sum(part);
+    const float mn = fmaxf(m[g], s);
+    const float corr = exp2f(m[g] - mn);
+    const float p = exp2f(s - mn);
+    l[g] = l[g] * corr + p;
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) {
+      acc[g][i] = acc[g][i] * corr + p * vr[i];
+    }
+    m[g] = mn;
+  }
+}
+
+// Merge the NW warps of this block through shared memory, then write this split's partials.
+__shared__ float sm_m[NW][G];
+__shared__ float sm_l[NW][G];
+__shared__ float sm_o[NW][G][DD];
+#pragma unroll
+for (int g = 0; g < G; ++g) {
+  if (lane == 0) {
+    sm_m[warp][g] = m[g];
+    sm_l[warp][g] = l[g];
+  }
+#pragma unroll
+  for (int i = 0; i < EPL; ++i) {
+    sm_o[warp][g][lane * EPL + i] = acc[g][i];
+  }
+}
+__syncthreads();
+for (int idx = static_cast<int>(threadIdx.x); idx < G * DD; idx += NW * 32) {
+  const int g = idx / DD;
+  const int d = idx - g * DD;
+  float mx_ = mck_neg_inf();
+#pragma unroll
+  for (int w = 0; w < NW; ++w) {
+    mx_ = fmaxf(mx_, sm_m[w][g]);
+  }
+  float lsum = 0.0f;
+  float osum = 0.0f;
+#pragma unroll
+  for (int w = 0; w < NW; ++w) {
+    const float mw = sm_m[w][g];
+    if (mw != mck_neg_inf()) {
+      const float wt = exp2f(mw - mx_);
+      lsum += sm_l[w][g] * wt;
+      osum += sm_o[w][g][d] * wt;
+    }
+  }
+  const long long prow = (static_cast<long long>(b) * Hq + kvh * G + g) * splits + split;
+  part_o[prow * DD + d] = osum;
+  if (d == 0) {
+    part_ml[prow * 2] = mx_;
+    part_ml[prow * 2 + 1] = lsum;
+  }
+}

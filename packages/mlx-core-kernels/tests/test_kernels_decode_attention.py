@@ -1,0 +1,104 @@
+"""decode_attention on the CPU (mx.fast path) against a float64 numpy reference; argument checks."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx_core.kernels import decode_attention
+from mlx_core.kernels.decode_attention import num_splits
+
+
+def reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, lengths: list[int]) -> np.ndarray:
+    b, hq, _, d = q.shape
+    group = hq // k.shape[1]
+    out = np.zeros((b, hq, 1, d))
+    for bi in range(b):
+        for h in range(hq):
+            kk = k[bi, h // group, : lengths[bi]].astype(np.float64)
+            vv = v[bi, h // group, : lengths[bi]].astype(np.float64)
+            s = kk @ q[bi, h, 0].astype(np.float64) * scale
+            p = np.exp(s - s.max())
+            out[bi, h, 0] = p @ vv / p.sum()
+    return out
+
+
+def make(b: int, hq: int, hkv: int, lk: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((b, hq, 1, d)).astype(np.float32)
+    k = rng.standard_normal((b, hkv, lk, d)).astype(np.float32)
+    v = rng.standard_normal((b, hkv, lk, d)).astype(np.float32)
+    return q, k, v
+
+
+@pytest.mark.parametrize(
+    ("b", "hq", "hkv", "lk", "d"), [(1, 4, 1, 37, 32), (2, 8, 2, 100, 64), (1, 3, 3, 5, 16)]
+)
+def test_matches_float64_reference(b: int, hq: int, hkv: int, lk: int, d: int) -> None:
+    q, k, v = make(b, hq, hkv, lk, d, 0)
+    scale = d**-0.5
+    out = decode_attention(mx.array(q), mx.array(k), mx.array(v), scale)
+    assert out.shape == (b, hq, 1, d)
+    np.testing.assert_allclose(np.array(out), reference(q, k, v, scale, [lk] * b), rtol=1e-4, atol=1e-5)
+
+
+def test_valid_length_int_and_per_batch_array() -> None:
+    q, k, v = make(3, 4, 2, 50, 32, 1)
+    qa, ka, va = mx.array(q), mx.array(k), mx.array(v)
+    out = decode_attention(qa, ka, va, 0.2, valid_length=17)
+    np.testing.assert_allclose(np.array(out), reference(q, k, v, 0.2, [17] * 3), rtol=1e-4, atol=1e-5)
+    lengths = [50, 1, 23]
+    out = decode_attention(qa, ka, va, 0.2, valid_length=mx.array(lengths))
+    np.testing.assert_allclose(np.array(out), reference(q, k, v, 0.2, lengths), rtol=1e-4, atol=1e-5)
+    out = decode_attention(qa, ka, va, 0.2, valid_length=mx.array(9))
+    np.testing.assert_allclose(np.array(out), reference(q, k, v, 0.2, [9] * 3), rtol=1e-4, atol=1e-5)
+
+
+def test_strided_cache_view() -> None:
+    q, k, v = make(1, 4, 2, 64, 32, 2)
+    kv = mx.array(np.stack([k, v], axis=2))  # [B, Hkv, 2, Lk, D]
+    out = decode_attention(mx.array(q), kv[:, :, 0, :40], kv[:, :, 1, :40], 0.3)
+    np.testing.assert_allclose(
+        np.array(out), reference(q, k[:, :, :40], v[:, :, :40], 0.3, [40]), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_num_splits_fills_the_gpu_but_keeps_work_per_split() -> None:
+    assert num_splits(1, 8, 65536) == 66
+    assert num_splits(8, 8, 65536) == 9
+    assert num_splits(1, 8, 100) == 2
+    assert num_splits(64, 64, 1024) == 1
+
+
+@pytest.mark.parametrize(
+    ("q_shape", "k_shape", "match"),
+    [
+        ((1, 4, 2, 32), (1, 2, 8, 32), "one query token"),
+        ((1, 4, 1, 32), (1, 3, 8, 32), "multiple of kv heads"),
+        ((1, 4, 1, 32), (2, 2, 8, 32), "batch or head dim"),
+        ((1, 4, 1, 32), (1, 2, 8, 16), "batch or head dim"),
+        ((1, 4, 1, 32), (1, 2, 0, 32), "no keys"),
+        ((1, 4, 1, 32), (2, 8, 32), r"\[B, Hkv, Lk, D\]"),
+    ],
+)
+def test_bad_shapes(q_shape: tuple[int, ...], k_shape: tuple[int, ...], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        decode_attention(mx.zeros(q_shape), mx.zeros(k_shape), mx.zeros(k_shape), 1.0)
+
+
+def test_bad_arguments() -> None:
+    q, k = mx.zeros((1, 2, 1, 32)), mx.zeros((1, 1, 8, 32))
+    with pytest.raises(ValueError, match="valid_length=9"):
+        decode_attention(q, k, k, 1.0, valid_length=9)
+    with pytest.raises(ValueError, match="valid_length=0"):
+        decode_attention(q, k, k, 1.0, valid_length=0)
+    with pytest.raises(TypeError, match="integer array"):
+        decode_attention(q, k, k, 1.0, valid_length=mx.array([2.0]))
+    with pytest.raises(ValueError, match="scalar or"):
+        decode_attention(q, k, k, 1.0, valid_length=mx.array([2, 3]))
+    with pytest.raises(TypeError, match="share a dtype"):
+        decode_attention(q.astype(mx.float16), k, k, 1.0)
+    with pytest.raises(TypeError, match="scale must be"):
+        decode_attention(q, k, k, None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="q has dtype"):
+        decode_attention(q.astype(mx.int32), k, k, 1.0)

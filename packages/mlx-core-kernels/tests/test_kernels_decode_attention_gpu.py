@@ -1,0 +1,99 @@
+"""CUDA split-K decode attention against mx.fast.scaled_dot_product_attention (lent H100 only)."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx_core.kernels import decode_attention
+from mlx_core.kernels.decode_attention import decode_attention_cuda
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not mx.cuda.is_available(), reason="needs MLX's CUDA backend"),
+]
+
+NAN = float("nan")
+
+
+def rand(shape: tuple[int, ...], dtype: mx.Dtype, seed: int) -> mx.array:
+    rng = np.random.default_rng(seed)
+    return mx.array(rng.standard_normal(shape).astype(np.float32)).astype(dtype)
+
+
+def f32(a: mx.array) -> np.ndarray:
+    return np.array(a.astype(mx.float32))
+
+
+def tol(dtype: mx.Dtype) -> dict[str, float]:
+    return {"rtol": 1e-3, "atol": 1e-4} if dtype == mx.float32 else {"rtol": 2e-2, "atol": 1e-2}
+
+
+def lengths_of(b: int, lk: int) -> mx.array:
+    return mx.full((b,), lk, dtype=mx.int32)
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.float16, mx.bfloat16])
+@pytest.mark.parametrize(
+    ("b", "hq", "hkv", "lk", "d"),
+    [
+        (1, 1, 1, 1, 32),
+        (1, 4, 1, 3, 64),
+        (2, 8, 2, 77, 128),
+        (1, 32, 8, 1024, 128),
+        (8, 32, 8, 4099, 128),
+        (1, 16, 2, 333, 96),
+        (2, 16, 16, 257, 256),
+        (1, 32, 2, 2000, 128),
+        (1, 14, 2, 8191, 64),
+    ],
+)
+def test_kernel_matches_mx_fast(b: int, hq: int, hkv: int, lk: int, d: int, dtype: mx.Dtype) -> None:
+    q, k, v = rand((b, hq, 1, d), dtype, 1), rand((b, hkv, lk, d), dtype, 2), rand((b, hkv, lk, d), dtype, 3)
+    scale = d**-0.5
+    expected = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
+    for splits in (None, 1, 7):
+        out = decode_attention_cuda(q, k, v, scale, lengths_of(b, lk), splits=splits, init_value=NAN)
+        got = f32(out)
+        assert not np.isnan(got).any(), "output not fully written"
+        np.testing.assert_allclose(got, f32(expected), **tol(dtype))
+
+
+def test_public_path_views_and_per_batch_lengths() -> None:
+    b, hq, hkv, cap, d = 3, 32, 8, 2048, 128
+    q = rand((b, 1, hq, d), mx.bfloat16, 4).transpose(0, 2, 1, 3)  # [B, Hq, 1, D], strided
+    k_buf = rand((b, hkv, cap, d), mx.bfloat16, 5)
+    v_buf = rand((b, hkv, cap, d), mx.bfloat16, 6)
+    k, v = k_buf[:, :, :1500], v_buf[:, :, :1500]  # cache views, read in place
+    lengths = mx.array([1500, 1, 999], dtype=mx.int32)
+    out = decode_attention(q, k, v, d**-0.5, valid_length=lengths)
+    mask = (mx.arange(1500)[None, :] < lengths[:, None])[:, None, None, :]
+    expected = mx.fast.scaled_dot_product_attention(q, k, v, scale=d**-0.5, mask=mask)
+    np.testing.assert_allclose(f32(out), f32(expected), **tol(mx.bfloat16))
+    out = decode_attention(q, k, v, d**-0.5, valid_length=700)
+    expected = mx.fast.scaled_dot_product_attention(q, k[:, :, :700], v[:, :, :700], scale=d**-0.5)
+    np.testing.assert_allclose(f32(out), f32(expected), **tol(mx.bfloat16))
+
+
+def test_transposed_keys_layout() -> None:
+    # [B, Lk, Hkv, D] storage viewed as [B, Hkv, Lk, D]: not row-contiguous, last axis contiguous.
+    k = rand((2, 300, 4, 64), mx.float16, 7).transpose(0, 2, 1, 3)
+    v = rand((2, 64, 4, 300), mx.float16, 8).transpose(0, 2, 3, 1)  # last-axis stride != 1
+    q = rand((2, 8, 1, 64), mx.float16, 9)
+    out = decode_attention(q, k, v, 0.125)
+    expected = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125)
+    np.testing.assert_allclose(f32(out), f32(expected), **tol(mx.float16))
+
+
+def test_float32_against_float64() -> None:
+    rng = np.random.default_rng(10)
+    q = rng.standard_normal((1, 8, 1, 128)).astype(np.float32)
+    k = rng.standard_normal((1, 2, 5000, 128)).astype(np.float32)
+    v = rng.standard_normal((1, 2, 5000, 128)).astype(np.float32)
+    out = np.array(decode_attention(mx.array(q), mx.array(k), mx.array(v), 128**-0.5))
+    s = np.einsum("hgd,hld->hgl", q[0, :, 0].reshape(2, 4, 128).astype(np.float64), k[0].astype(np.float64))
+    p = np.exp(s / np.sqrt(128) - (s / np.sqrt(128)).max(-1, keepdims=True))
+    ref = np.einsum("hgl,hld->hgd", p / p.sum(-1, keepdims=True), v[0].astype(np.float64)).reshape(
+        1, 8, 1, 128
+    )
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-SUBPACKAGES = ['mlx_core.convert']
+SUBPACKAGES = ["mlx_core.convert"]
 
 
 @pytest.mark.parametrize("name", SUBPACKAGES)

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-SUBPACKAGES = ['mlx_core.api', 'mlx_core.cli', 'mlx_core.models']
+SUBPACKAGES = ["mlx_core.api", "mlx_core.cli", "mlx_core.models"]
 
 
 @pytest.mark.parametrize("name", SUBPACKAGES)

@@ -1,0 +1,62 @@
+"""One rank of the tensor-parallel tests: load this rank's slices, decode, write a JSON report.
+
+Started twice by tests/test_models_sharding.py (or its GPU twin) with MLX_RANK and MLX_HOSTFILE (ring) or
+the NCCL variables set. Not a test module itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+from mlx_core.generate import Generate
+from mlx_core.models.sharded_loading import ShardedCheckpoint, load_sharded_weights
+from mlx_core.models.sharding import collectives_per_step, distributed_group
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--backend", default="ring")
+    parser.add_argument("--world-size", type=int, default=2)
+    parser.add_argument("--prompt", default="1,5,9,3,7")
+    parser.add_argument("--max-tokens", type=int, default=12)
+    parser.add_argument("--shard-lm-head", action="store_true")
+    args = parser.parse_args()
+
+    group = distributed_group(args.backend, expected_size=args.world_size)
+    ckpt = ShardedCheckpoint.open(args.model)
+    model, _ = load_sharded_weights(args.model, group, shard_lm_head=args.shard_lm_head, checkpoint=ckpt)
+    prompt = [int(t) for t in args.prompt.split(",")]
+
+    logits = model(mx.array([prompt]))
+    greedy = list(Generate(model, prompt, max_tokens=args.max_tokens))
+    sampled = list(Generate(model, prompt, temperature=1.0, max_tokens=args.max_tokens, seed=7))
+    caches = model.make_cache()
+    model(mx.array([prompt]), cache=caches)
+    mx.eval([c.state for c in caches])
+    report = {
+        "rank": group.rank(),
+        "size": group.size(),
+        "greedy": greedy,
+        "sampled": sampled,
+        "logits": logits.astype(mx.float32).tolist(),
+        "bytes_read": ckpt.bytes_read,
+        "local_bytes": sum(v.nbytes for _, v in tree_flatten(model.parameters())),
+        "checkpoint_bytes": sum(t.end - t.start for t in ckpt.tensors.values()),
+        "cache_key_shape": list(caches[0].state[0].shape),
+        "n_heads": model.layers[0].self_attn.n_heads,
+        "n_kv_heads": model.layers[0].self_attn.n_kv_heads,
+        "collectives": collectives_per_step(model),
+    }
+    Path(args.out).write_text(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

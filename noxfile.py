@@ -27,10 +27,14 @@ def sync(session: nox.Session, *args: str) -> None:
     session.run_install("uv", "sync", "--locked", "--no-default-groups", *args, env=env, silent=True)
 
 
+# Optional extras a member's own tests exercise (the umbrella's `mel --png` needs matplotlib).
+TEST_EXTRAS = {"mlx-core": ["plot"]}
+
+
 def member_sync_args(dist: str, *groups: str) -> list[str]:
     args = ["--package", dist]
-    if BACKEND_EXTRA:
-        args += ["--extra", BACKEND_EXTRA]
+    for extra in ([BACKEND_EXTRA] if BACKEND_EXTRA else []) + TEST_EXTRAS.get(dist, []):
+        args += ["--extra", extra]
     for group in groups:
         args += ["--group", group]
     return args

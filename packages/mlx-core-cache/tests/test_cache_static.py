@@ -64,3 +64,43 @@ def test_compiled_decode_step_advances_in_place() -> None:
 def test_bad_size() -> None:
     with pytest.raises(ValueError, match="max_size"):
         StaticKVCache(0)
+
+
+def test_array_offset_lets_models_read_offset_while_compiled() -> None:
+    """Inside ``array_offset()`` ``offset`` is the position array, so ``rope(x, offset=cache.offset)``
+    can be traced once and still rotate each step by the live position (checked against float64 numpy).
+    """
+    rng = np.random.default_rng(2)
+    c = StaticKVCache(10)
+    c.update_and_fetch(mx.zeros((1, 1, 3, 4)), mx.zeros((1, 1, 3, 4)))
+    state = c.compile_state
+    seen_types: list[type] = []
+
+    def step(x: mx.array) -> mx.array:
+        with c.array_offset():
+            seen_types.append(type(c.offset))
+            rotated = mx.fast.rope(x, 4, traditional=False, base=10000.0, scale=1.0, offset=c.offset)
+            c.update_and_fetch(rotated, rotated)
+        return rotated
+
+    compiled = mx.compile(step, inputs=state, outputs=state)
+    inv = 10000.0 ** (-np.arange(0, 4, 2) / 4)
+    for pos in range(3, 8):
+        x = rng.standard_normal((1, 1, 1, 4))
+        out = np.array(compiled(mx.array(x.astype(np.float32))), np.float64)[0, 0, 0]
+        cos, sin = np.cos(pos * inv), np.sin(pos * inv)
+        a, b = x[0, 0, 0, :2], x[0, 0, 0, 2:]
+        np.testing.assert_allclose(out, np.concatenate([a * cos - b * sin, a * sin + b * cos]), atol=1e-5)
+    assert seen_types == [mx.array]  # traced once
+    assert isinstance(c.offset, int) and c.offset == 8  # outside the block: a synced Python int
+
+
+def test_valid_length_follows_position_unless_windowed() -> None:
+    c = StaticKVCache(8)
+    c.update_and_fetch(mx.ones((1, 2, 3, 4)), mx.ones((1, 2, 3, 4)))
+    mask = c.make_mask(1)  # models make the mask first, then write the token
+    c.update_and_fetch(mx.ones((1, 2, 1, 4)), mx.ones((1, 2, 1, 4)))
+    assert int(c.valid_length(mask).item()) == 4 == np.array(mask).sum()  # a prefix of 4 keys
+    assert c.valid_length(c.make_mask(1, window_size=2)) is None  # not a prefix
+    assert c.valid_length(mx.ones((1, 8), dtype=mx.bool_)) is None  # unknown provenance
+    assert c.valid_length(None) is None

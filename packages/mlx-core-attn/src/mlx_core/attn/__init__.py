@@ -22,7 +22,11 @@ from mlx_core.attn.rope_config import (
     resolve_rope_parameters,
     rope_type_of,
 )
-from mlx_core.attn.sdpa import quantized_scaled_dot_product_attention, scaled_dot_product_attention
+from mlx_core.attn.sdpa import (
+    quantized_scaled_dot_product_attention,
+    scaled_dot_product_attention,
+    use_decode_kernel,
+)
 
 __all__ = [
     "ROPE_TYPES",
@@ -48,5 +52,6 @@ __all__ = [
     "rope_type_of",
     "rope_wavelengths",
     "scaled_dot_product_attention",
+    "use_decode_kernel",
     "yarn_get_mscale",
 ]

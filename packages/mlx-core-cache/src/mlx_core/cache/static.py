@@ -4,6 +4,8 @@ decoding).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import mlx.core as mx
@@ -36,7 +38,14 @@ class StaticKVCache(BaseCache):
     from ``make_mask``; never read ``cache.offset`` there: it is a Python int obtained with ``.item()``
     (always exact, but a host sync, and not allowed while tracing). ``update_and_fetch`` checks capacity only
     in eager mode; a compiled loop must stop at ``max_size`` itself (read ``offset`` between steps).
+
+    Models that read ``cache.offset`` (every mlx-lm model: ``rope(x, offset=cache.offset)``) can still be
+    traced: inside ``with cache.array_offset():`` ``offset`` returns the ``position`` array instead of a
+    Python int (``mx.fast.rope`` takes array offsets), so the same model code runs eagerly and compiled.
     """
+
+    _array_offset: bool = False
+    _prefix_mask: Any = None  # the last window-free mask any StaticKVCache made (see valid_length)
 
     def __init__(self, max_size: int) -> None:
         if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size <= 0:
@@ -60,10 +69,26 @@ class StaticKVCache(BaseCache):
         return self.compile_state[2]
 
     @property
-    def offset(self) -> int:
-        """Tokens held, as a Python int (syncs on ``position``)."""
+    def offset(self) -> Any:
+        """Tokens held: a Python int (syncs on ``position``), or the ``position`` array inside
+        `array_offset`.
+        """
+        if self._array_offset:
+            return self.position
         self._written = int(self.position.item())
         return self._written
+
+    @contextmanager
+    def array_offset(self) -> Iterator[StaticKVCache]:
+        """Within the block ``offset`` is the ``position`` array (no host sync; traceable by
+        ``mx.compile``) and ``update_and_fetch`` skips the Python-side capacity check (the caller checks).
+        """
+        previous = self._array_offset
+        self._array_offset = True
+        try:
+            yield self
+        finally:
+            self._array_offset = previous
 
     def allocate(
         self,
@@ -84,7 +109,7 @@ class StaticKVCache(BaseCache):
         """Write ``[B, H, S, D]`` at ``position``; return the full ``[B, H, max_size, D]`` buffers."""
         self._layout = check_against(keys, values, self._layout)
         S = keys.shape[2]
-        if self._written + S > self.max_size:
+        if not self._array_offset and self._written + S > self.max_size:
             raise CacheCapacityError(
                 f"StaticKVCache(max_size={self.max_size}) holds {self._written} tokens and cannot take "
                 f"{S} more; "
@@ -99,7 +124,8 @@ class StaticKVCache(BaseCache):
         v = mx.slice_update(self.compile_state[1], values, start, axes=(2,))
         self.compile_state[0], self.compile_state[1] = k, v
         self.compile_state[2] = pos + S
-        self._written += S
+        if not self._array_offset:  # while traced the caller keeps count (the trace runs once)
+            self._written += S
         return k, v
 
     def make_mask(self, N: int, return_array: bool = False, window_size: int | None = None) -> mx.array:
@@ -110,8 +136,21 @@ class StaticKVCache(BaseCache):
         k = mx.arange(self.max_size, dtype=mx.int32)
         mask = k[None] <= q[:, None]
         if window_size is not None:
-            mask = mask & (k[None] > q[:, None] - window_size)
+            return mask & (k[None] > q[:, None] - window_size)
+        StaticKVCache._prefix_mask = mask
         return mask
+
+    def valid_length(self, mask: Any) -> mx.array | None:
+        """For one decode query attending with ``mask``: how many leading keys it sees (the ``position``
+        array, call after ``update_and_fetch``), or ``None`` unless ``mask`` is the window-free mask
+        ``make_mask`` returned last (caches of one model advance in lockstep, so any of them made it).
+
+        Lets attention kernels read ``keys[:, :, :valid_length]`` of the full buffers instead of applying
+        the ``[1, max_size]`` mask.
+        """
+        if mask is None or mask is not StaticKVCache._prefix_mask:
+            return None
+        return self.position
 
     def is_trimmable(self) -> bool:
         return True

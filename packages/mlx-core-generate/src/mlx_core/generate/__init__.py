@@ -1,5 +1,11 @@
 """Generation loop, samplers, logits processors, tokenizers and streaming text."""
 
+from .compiled import (
+    CompiledDecodeStep,
+    clear_compiled_steps,
+    compile_unsupported_reason,
+    static_caches_for,
+)
 from .detokenizer import StreamingDetokenizer, WindowStreamingDetokenizer
 from .errors import GenerateError, ModelOutputError, PromptError, SamplerConfigError, TokenizerFilesError
 from .forward import forward_logits, prefill
@@ -19,6 +25,7 @@ from .text import TextAssembler
 from .tokenizer import Tokenizer, load_tokenizer
 
 __all__ = [
+    "CompiledDecodeStep",
     "DefaultSampler",
     "Generate",
     "GenerateBuilder",
@@ -42,6 +49,8 @@ __all__ = [
     "apply_top_k",
     "apply_top_p",
     "apply_xtc",
+    "clear_compiled_steps",
+    "compile_unsupported_reason",
     "default_caches",
     "forward_logits",
     "generate",
@@ -53,5 +62,6 @@ __all__ = [
     "make_repetition_penalty",
     "make_sampler",
     "prefill",
+    "static_caches_for",
     "stream_generate",
 ]

@@ -8,13 +8,14 @@ prompt and every sampled token, so a follow-up call passes only the new prompt t
 
 from __future__ import annotations
 
-import functools
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import mlx.core as mx
 
+from .compiled import CompiledDecodeStep, compile_unsupported_reason, static_caches_for
 from .errors import GenerateError, PromptError
 from .forward import as_prompt_array, forward_logits, prefill
 from .processors import LogitsProcessor
@@ -23,14 +24,27 @@ from .sampling import Sampler, make_sampler
 from .text import TextAssembler
 
 ProgressCallback = Callable[[int, int], None]
+CompileMode = bool | str
+
+#: Static caches made by `Generate` are sized prompt + max_tokens rounded up to this (shared traces).
+CAPACITY_ROUNDING = 256
 
 
-@functools.cache
+_STREAMS: dict[str, Any] = {}
+
+
 def _generation_stream(device: Any) -> Any:
-    """A dedicated stream per device (thread-local where MLX offers it), like mlx-lm's."""
-    if hasattr(mx, "new_thread_local_stream"):
-        return mx.new_thread_local_stream(device)
-    return mx.new_stream(device)
+    """A dedicated stream per device (thread-local where MLX offers it), like mlx-lm's.
+
+    Keyed by the device's name: ``mx.Device`` objects hash by identity, and a new stream per call would
+    make ``mx.compile`` retrace the decode step for every generation.
+    """
+    key = str(device)
+    stream = _STREAMS.get(key)
+    if stream is None:
+        new = getattr(mx, "new_thread_local_stream", mx.new_stream)
+        stream = _STREAMS[key] = new(device)
+    return stream
 
 
 def default_caches(model: Any, max_kv_size: int | None = None) -> list[Any]:
@@ -50,6 +64,14 @@ class Generate:
     `GenerationChunk`s. ``prompt`` is a str (needs a tokenizer), a list of ids, or an int array [L] or
     [1, L]. ``caches`` (updated in place) allows multi-turn reuse; ``prompt_progress(done, total)`` is
     called during prefill. ``eos_token_ids`` defaults to the tokenizer's (all of them).
+
+    ``compile`` (``"auto"``, ``True``, ``False``): decode with a `CompiledDecodeStep` (model forward and
+    sampling traced once with ``mx.compile``; token-identical to eager decoding). ``"auto"`` does so when
+    possible: without ``caches`` it then creates `StaticKVCache`s of capacity prompt + ``max_tokens``
+    (rounded up to 256) in place of plain ``KVCache``s; with ``caches`` it compiles when they are all
+    `StaticKVCache`s, and generation stops ("length") when they are full. Logits processors, rotating or
+    quantized caches, ``max_tokens=None`` or a model that cannot be traced fall back to eager decoding;
+    ``True`` raises `GenerateError` instead of falling back; ``False`` always decodes eagerly.
     """
 
     def __init__(
@@ -72,6 +94,7 @@ class Generate:
         eos_token_ids: Iterable[int] | None = None,
         max_kv_size: int | None = None,
         prompt_progress: ProgressCallback | None = None,
+        compile: CompileMode = "auto",
     ) -> None:
         if model is None or not callable(model):
             raise GenerateError("model must be a callable model(inputs [B, L], cache=caches) -> logits.")
@@ -104,7 +127,17 @@ class Generate:
         self.prompt_progress = prompt_progress
         self.assembler = TextAssembler(tokenizer, eos_token_ids, stop, max_tokens)
         self.max_tokens = max_tokens
-        self.caches = caches if caches is not None else default_caches(model, max_kv_size)
+        if compile not in (True, False, "auto"):
+            raise GenerateError(f"compile must be True, False or 'auto', got {compile!r}.")
+        self.compile = compile
+        if caches is None:
+            caches = default_caches(model, max_kv_size)
+            if compile is not False and not self.logits_processors and max_tokens is not None:
+                need = self.prompt.shape[1] + max_tokens
+                capacity = -(-need // CAPACITY_ROUNDING) * CAPACITY_ROUNDING
+                caches = static_caches_for(caches, capacity) or caches
+        self.caches = caches
+        self.compiled = False  # whether the decode loop ran compiled (set when generation starts)
         self.prompt_tps = 0.0
         self.generation_tps = 0.0
         self._started = False
@@ -124,12 +157,69 @@ class Generate:
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         return self.sampler(logprobs), history
 
+    def _eager_decoder(self, history: mx.array | None) -> Callable[[mx.array], mx.array]:
+        """``advance(tokens [B]) -> next tokens [B]`` by eager forward passes (keeps the history)."""
+        held = [history]
+
+        def advance(tokens: mx.array) -> mx.array:
+            y, held[0] = self._step(tokens.reshape(-1, 1).astype(mx.int32), held[0])
+            return y
+
+        return advance
+
+    def _compiled_decoder(self) -> Callable[[mx.array], mx.array] | None:
+        """A compiled ``advance`` (``None`` → decode eagerly); caps ``max_tokens`` at the caches' room."""
+        if self.compile is False:
+            return None
+        reason = compile_unsupported_reason(self.caches, self.logits_processors)
+        if reason is not None:
+            if self.compile is True:
+                raise GenerateError(f"compile=True but the decode step cannot be compiled: {reason}.")
+            return None
+        step = CompiledDecodeStep(self.model, self.caches, self.sampler)
+        room = step.room - 1  # the prompt's last token takes one slot
+        if room < 0:
+            raise GenerateError(
+                "the StaticKVCaches cannot hold the prompt; create them with a larger max_size."
+            )
+        if self.max_tokens is None or self.max_tokens > room:
+            self.max_tokens = room
+            self.assembler.max_tokens = room
+            if room == 0:
+                self.assembler.finish_reason = "length"
+        eager: Callable[[mx.array], mx.array] | None = None
+        traced = False
+
+        def advance(tokens: mx.array) -> mx.array:
+            nonlocal eager, traced
+            if traced:
+                return step(tokens)
+            if eager is not None:
+                return eager(tokens)
+            try:
+                out = step(tokens)
+            except Exception as exc:
+                if self.compile is True:
+                    raise GenerateError(f"compile=True but tracing the decode step failed: {exc}") from exc
+                warnings.warn(
+                    f"decoding eagerly: mx.compile could not trace the model ({exc})",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self.compiled = False
+                eager = self._eager_decoder(None)
+                return eager(tokens)
+            traced = True
+            return out
+
+        self.compiled = True
+        return advance
+
     def _raw_tokens(self) -> Iterator[int]:
         """Sampled ids until ``max_tokens`` (EOS and stop strings are the caller's business)."""
         if self.seed is not None:
             mx.random.seed(self.seed)
         total = self.prompt.shape[1]
-        max_tokens = self.max_tokens
         progress = self.prompt_progress
         with mx.stream(_generation_stream(mx.default_device())):
             t0 = time.perf_counter()
@@ -137,14 +227,20 @@ class Generate:
                 progress(0, total)
             chunk_progress = None if progress is None else (lambda done, _: progress(done, total))
             prefill(self.model, self.prompt[:, :-1], self.caches, self.prefill_step_size, chunk_progress)
-            history = self.prompt[0, :-1] if self.logits_processors and total > 1 else None
-            y, history = self._step(self.prompt[:, -1:], history)
+            advance = self._compiled_decoder()
+            if advance is None:
+                history = self.prompt[0, :-1] if self.logits_processors and total > 1 else None
+                advance = self._eager_decoder(history)
+            max_tokens = self.max_tokens
+            if max_tokens == 0 and self.assembler.finished:
+                return
+            y = advance(self.prompt[:, -1])
             mx.async_eval(y)
             n = 0
             t1 = t0
             while True:
                 if n != max_tokens:
-                    next_y, history = self._step(y[:, None].astype(mx.int32), history)
+                    next_y = advance(y)
                     mx.async_eval(next_y)
                 if n == 0:
                     mx.eval(y)
@@ -258,6 +354,9 @@ class GenerateBuilder:
 
     def prompt_progress(self, callback: ProgressCallback) -> GenerateBuilder:
         return self._set("prompt_progress", callback)
+
+    def compile(self, mode: CompileMode) -> GenerateBuilder:
+        return self._set("compile", mode)
 
     def build(self) -> Generate:
         missing = [name for name in ("model", "prompt") if self._kwargs.get(name) is None]

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-SUBPACKAGES = ['mlx_core.audio']
+SUBPACKAGES = ["mlx_core.audio"]
 
 
 @pytest.mark.parametrize("name", SUBPACKAGES)

@@ -2,7 +2,7 @@
 # One call on a lent NVIDIA GPU (see ../shared/device/README.md): install MLX's CUDA build and the carried
 # wheels from .device/wheels, put the workspace sources on the path, then run the named steps in order:
 #   test-<pkg>    pytest -m gpu for packages/mlx-core-<pkg>
-#   bench-<name>  python benchmarks/<name>.py
+#   bench-<name>  python benchmarks/<name>.py   (arguments after a colon: bench-spec:--quick,--k=4)
 #   train         train the shipped demo model and its draft into $OUT/demo and $OUT/demo_draft
 # usage: bash benchmarks/gpu_run.sh test-kernels bench-kernels train
 set -uo pipefail
@@ -16,7 +16,8 @@ for step in "$@"; do
   echo "=============== $step ($(date +%T))"
   case $step in
     test-*) timeout 300 python3 -m pytest -q -m gpu -p no:cacheprovider "packages/mlx-core-${step#test-}/tests" || status=1 ;;
-    bench-*) timeout 420 python3 "benchmarks/${step#bench-}.py" || status=1 ;;
+    bench-*) name=${step#bench-}; args=""; [[ $name == *:* ]] && args=${name#*:} && name=${name%%:*}
+             timeout 420 python3 "benchmarks/$name.py" ${args//,/ } || status=1 ;;
     train) timeout 480 python3 packages/mlx-core/scripts/train_demo_model.py --out-dir "${OUT:-/tmp/demo_out}" ${TRAIN_ARGS:-} || status=1 ;;
     *) echo "unknown step $step"; status=1 ;;
   esac

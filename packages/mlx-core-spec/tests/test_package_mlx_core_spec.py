@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-SUBPACKAGES = ['mlx_core.spec']
+SUBPACKAGES = ["mlx_core.spec"]
 
 
 @pytest.mark.parametrize("name", SUBPACKAGES)

@@ -16,7 +16,18 @@ PACKAGES = (
     "mlx_core.convert",
     "mlx_core.audio",
 )
-MODEL_NAMES = ("Model", "ModelArgs", "ModelLoadError", "demo_model_path", "load_model")
+MODEL_NAMES = (
+    "Model",
+    "ModelArgs",
+    "ModelLoadError",
+    "ShardingError",
+    "demo_model_path",
+    "distributed_group",
+    "fuse_projections",
+    "load_model",
+    "load_sharded",
+    "shard_model",
+)
 HINT = "run `uv run python packages/mlx-core/scripts/update_api.py` to regenerate mlx_core/api/__init__.py"
 
 

@@ -3,6 +3,11 @@
 Plain decoding uses ``mlx_core.generate.Generate``; ``--draft-model`` or ``--prompt-lookup`` switch to
 ``mlx_core.spec.SpeculativeGenerate`` (lossless: at temperature 0 the text is identical). The generated text
 goes to stdout; the statistics (tok/s, peak memory, acceptance) go to stderr so the text can be piped.
+
+``--tensor-parallel`` splits the model over an ``mx.distributed`` group (one process per device, started by
+``mlx.launch`` or with the backend's environment set per process): every rank loads only its slices
+(``mlx_core.models.load_sharded``) and samples with the same seed, so all ranks pick the same tokens; only
+rank 0 prints.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ import sys
 from typing import Any
 
 from .errors import CLIError
+
+#: mx.distributed backends (``mlx_core.models.sharding.BACKENDS``; spelled here so --help imports no MLX).
+BACKENDS = ("any", "ring", "jaccl", "nccl", "mpi")
 
 DEMO = "demo"
 DEMO_DRAFT = "demo-draft"
@@ -83,20 +91,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="tokens drafted per round: an integer or 'adaptive' (default: 3 with a draft model, 10 lookup)",
     )
+    p.add_argument(
+        "--tensor-parallel",
+        action="store_true",
+        help="split the model over the processes of an mx.distributed group (start with mlx.launch)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="any",
+        help="distributed backend for --tensor-parallel (default: the first one MLX can start)",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the generated text")
     p.set_defaults(func=run)
 
 
-def load(spec: str) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` for a model argument: the shipped demo names, a directory or a Hub id."""
-    from mlx_core.models import demo_model_path, load_model
+def load(spec: str, group: Any = None) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` for a model argument: the shipped demo names, a directory or a Hub id.
+
+    With a distributed ``group`` the model is split over it, each rank reading only its slices.
+    """
+    from mlx_core.models import demo_model_path, load_model, load_sharded
 
     if spec in (DEMO, DEMO_DRAFT):
         try:
-            return load_model(demo_model_path(draft=spec == DEMO_DRAFT))
+            spec = str(demo_model_path(draft=spec == DEMO_DRAFT))
         except FileNotFoundError as err:
             raise CLIError(str(err)) from err
-    return load_model(spec)
+    return load_model(spec) if group is None else load_sharded(spec, group)
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -110,6 +132,8 @@ def _check_options(args: argparse.Namespace) -> None:
         raise CLIError(f"--repetition-penalty must be > 0, got {args.repetition_penalty}")
     if args.num_draft_tokens is not None and not (args.draft_model or args.prompt_lookup):
         raise CLIError("--num-draft-tokens needs --draft-model or --prompt-lookup")
+    if args.backend != "any" and not args.tensor_parallel:
+        raise CLIError("--backend needs --tensor-parallel")
 
 
 def _make_caches(model: Any, args: argparse.Namespace) -> list[Any] | None:
@@ -128,7 +152,14 @@ def run(args: argparse.Namespace) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt:
         raise CLIError("the prompt is empty; pass --prompt TEXT")
-    model, tokenizer = load(args.model)
+    group, seed = None, args.seed
+    if args.tensor_parallel:
+        from mlx_core.models import distributed_group
+
+        group = distributed_group(args.backend)
+        seed = 0 if seed is None else seed  # every rank must draw the same tokens
+    primary = group is None or group.rank() == 0
+    model, tokenizer = load(args.model, group)
     sampler = make_sampler(args.temperature, args.top_p, args.min_p, top_k=args.top_k)
     processors = make_logits_processors(
         repetition_penalty=args.repetition_penalty, repetition_context_size=args.repetition_context_size
@@ -140,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         "logits_processors": processors,
         "caches": _make_caches(model, args),
         "stop": args.stop,
-        "seed": args.seed,
+        "seed": seed,
     }
     if args.draft_model or args.prompt_lookup:
         from mlx_core.spec import DraftModelDrafter, PromptLookupDrafter, SpeculativeGenerate
@@ -162,14 +193,39 @@ def run(args: argparse.Namespace) -> int:
         gen = Generate(model, prompt, **common)
 
     out = sys.stdout
-    for chunk in gen.stream():
-        out.write(chunk.text)
+    for chunk in gen.stream():  # every rank runs the loop (the collectives need all of them)
+        if primary:
+            out.write(chunk.text)
+            out.flush()
+    if primary:
+        out.write("\n")
         out.flush()
-    out.write("\n")
-    out.flush()
-    if not args.quiet:
-        _print_stats(gen.response(), file=sys.stderr, device=str(mx.default_device()))
+        out.flush()
+    if primary and not args.quiet:
+        device = str(mx.default_device())
+        if group is not None:
+            device += f", tensor-parallel over {group.size()} ranks"
+        _print_stats(gen.response(), file=sys.stderr, device=device)
+    if group is not None:
+        _leave_group(group)
     return 0
+
+
+def _leave_group(group: Any) -> None:
+    """Wait for every rank, then exit at once (status 0).
+
+    MLX 0.32's ring backend has no orderly shutdown: a rank whose peer exits first may log "[ring] ...
+    failed" lines or crash in its socket threads' destructors (seen here as SIGSEGV at exit, about 1 run in
+    10). A barrier and then ``os._exit`` skip those destructors; all output is flushed first.
+    """
+    import os
+
+    import mlx.core as mx
+
+    mx.eval(mx.distributed.all_sum(mx.array(1.0), group=group))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _print_stats(response: Any, file: Any, device: str) -> None:

@@ -1,5 +1,6 @@
-"""Reference model family built only from mlx-core parts, and its loader."""
+"""Reference model family built only from mlx-core parts, its loader, and tensor parallelism."""
 
+from .fusion import fuse_linears, fuse_projections, fused_projection_count
 from .llama import MLP, Attention, LlamaModel, Model, ModelArgs, TransformerBlock
 from .loading import (
     ModelLoadError,
@@ -7,10 +8,21 @@ from .loading import (
     load_config,
     load_model,
     load_model_weights,
+    load_tokenizer_for,
     load_weights,
     model_from_config,
     quantize_like_checkpoint,
     resolve_model_path,
+)
+from .sharded_loading import ShardedCheckpoint, load_sharded, load_sharded_weights, read_safetensors_index
+from .sharding import (
+    ShardingError,
+    VocabShardedHead,
+    check_shardable,
+    collectives_per_step,
+    distributed_group,
+    shard_model,
+    tensor_parallel_size,
 )
 from .shipped import demo_model_path
 
@@ -21,14 +33,29 @@ __all__ = [
     "Model",
     "ModelArgs",
     "ModelLoadError",
+    "ShardedCheckpoint",
+    "ShardingError",
     "TransformerBlock",
+    "VocabShardedHead",
+    "check_shardable",
+    "collectives_per_step",
     "count_parameters",
     "demo_model_path",
+    "distributed_group",
+    "fuse_linears",
+    "fuse_projections",
+    "fused_projection_count",
     "load_config",
     "load_model",
     "load_model_weights",
+    "load_sharded",
+    "load_sharded_weights",
+    "load_tokenizer_for",
     "load_weights",
     "model_from_config",
     "quantize_like_checkpoint",
+    "read_safetensors_index",
     "resolve_model_path",
+    "shard_model",
+    "tensor_parallel_size",
 ]

@@ -158,10 +158,15 @@ class Attention(nn.Module):
     def __call__(self, x: mx.array, mask: Any = None, cache: Any = None) -> mx.array:
         """x [B, L, hidden] -> [B, L, hidden]; the cache grows by L positions."""
         B, L, _ = x.shape
+        if "qkv_proj" in self:  # fused by models.fusion.fuse_projections: one matmul, then split
+            q_dim, kv_dim = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+            queries, keys, values = mx.split(self.qkv_proj(x), [q_dim, q_dim + kv_dim], axis=-1)
+        else:
+            queries, keys, values = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         # [B, L, H*D] -> [B, L, H, D]; q/k-norm acts per head, before the transpose to [B, H, L, D].
-        queries = self.q_proj(x).reshape(B, L, self.n_heads, self.head_dim)
-        keys = self.k_proj(x).reshape(B, L, self.n_kv_heads, self.head_dim)
-        values = self.v_proj(x).reshape(B, L, self.n_kv_heads, self.head_dim)
+        queries = queries.reshape(B, L, self.n_heads, self.head_dim)
+        keys = keys.reshape(B, L, self.n_kv_heads, self.head_dim)
+        values = values.reshape(B, L, self.n_kv_heads, self.head_dim)
         if "q_norm" in self:
             queries, keys = self.q_norm(queries), self.k_norm(keys)
         queries = queries.transpose(0, 2, 1, 3)
@@ -189,7 +194,11 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(hidden, dim, bias=args.mlp_bias)
 
     def __call__(self, x: mx.array) -> mx.array:
-        return self.down_proj(fused_swiglu(self.up_proj(x), self.gate_proj(x)))
+        if "gate_up_proj" in self:  # fused by models.fusion.fuse_projections
+            gate, up = mx.split(self.gate_up_proj(x), 2, axis=-1)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(fused_swiglu(up, gate))
 
 
 class TransformerBlock(nn.Module):

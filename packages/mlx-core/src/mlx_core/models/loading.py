@@ -19,6 +19,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 from mlx_core.generate import load_tokenizer
 
+from .fusion import fuse_projections
 from .llama import Model, ModelArgs
 
 WEIGHT_PATTERNS = ("*.json", "*.safetensors", "tokenizer.model", "*.txt", "*.jinja")
@@ -160,21 +161,36 @@ def load_model(
     strict: bool = True,
     lazy: bool = False,
     dtype: mx.Dtype | None = None,
+    fuse: bool = False,
 ) -> tuple[Model, Any]:
     """Load ``(model, tokenizer)`` from a local directory or a Hugging Face Hub repo id.
 
     The directory holds ``config.json``, ``*.safetensors`` (Hugging Face names or our converted/quantized
-    output) and the tokenizer files; ``mlx_core.generate.load_tokenizer`` reads the latter.
+    output) and the tokenizer files; ``mlx_core.generate.load_tokenizer`` reads the latter. ``fuse=True``
+    merges q/k/v and gate/up into one matmul each (`fuse_projections`; same logits, fewer kernels per token).
     """
     model_path = resolve_model_path(path_or_repo, revision=revision)
-    model, config = load_model_weights(model_path, strict=strict, lazy=lazy, dtype=dtype)
-    tokenizer = load_tokenizer(model_path)
+    model, config = load_model_weights(model_path, strict=strict, lazy=lazy or fuse, dtype=dtype)
+    if fuse:
+        fuse_projections(model)  # concatenated straight from the (lazily loaded) checkpoint tensors
+        if not lazy:
+            mx.eval(model.parameters())
+    return model, load_tokenizer_for(model_path, config)
+
+
+def load_tokenizer_for(model_path: str | Path, config: dict[str, Any]) -> Any:
+    """The directory's tokenizer, with the config's ``eos_token_id`` (int or list) added to its EOS ids.
+
+    Checkpoints often name more stop tokens in ``config.json``/``generation_config.json`` than in the
+    tokenizer files (e.g. Llama 3's ``<|eot_id|>``); generation must stop on all of them.
+    """
+    tokenizer = load_tokenizer(Path(model_path))
     eos = config.get("eos_token_id")
     if eos is not None and hasattr(tokenizer, "eos_token_ids"):
         extra = {eos} if isinstance(eos, int) else set(eos)
         with contextlib.suppress(AttributeError):  # a tokenizer whose EOS ids are read-only keeps its own
             tokenizer.eos_token_ids = set(tokenizer.eos_token_ids) | extra
-    return model, tokenizer
+    return tokenizer
 
 
 def count_parameters(model: nn.Module) -> int:

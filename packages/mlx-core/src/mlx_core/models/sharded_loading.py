@@ -13,7 +13,6 @@ frameworks of ``safetensors`` (0.8) cannot return bfloat16 slices, the dtype of 
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import json
 import struct
@@ -24,12 +23,12 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
-from mlx_core.generate import load_tokenizer
 
 from .llama import Model
 from .loading import (
     ModelLoadError,
     load_config,
+    load_tokenizer_for,
     model_from_config,
     quantize_like_checkpoint,
     resolve_model_path,
@@ -211,11 +210,4 @@ def load_sharded(
     """Tensor-parallel twin of ``load_model``: ``(model sharded over group, tokenizer)``."""
     model_path = resolve_model_path(path_or_repo, revision=revision)
     model, config = load_sharded_weights(model_path, group, shard_lm_head=shard_lm_head, dtype=dtype)
-    tokenizer = load_tokenizer(model_path)
-    eos = config.get("eos_token_id")
-    if eos is not None and hasattr(tokenizer, "eos_token_ids"):
-        with contextlib.suppress(AttributeError):  # read-only EOS ids: the tokenizer keeps its own
-            tokenizer.eos_token_ids = set(tokenizer.eos_token_ids) | (
-                {eos} if isinstance(eos, int) else set(eos)
-            )
-    return model, tokenizer
+    return model, load_tokenizer_for(model_path, config)

@@ -164,6 +164,11 @@ def shard_model(
         raise ShardingError(f"shard_model expects a mlx_core.models.Model, got {type(model).__name__}")
     if getattr(model, "_tensor_parallel_size", 1) != 1:
         raise ShardingError(f"model is already sharded over {model._tensor_parallel_size} ranks")
+    if any("qkv_proj" in layer.self_attn or "gate_up_proj" in layer.mlp for layer in model.layers):
+        raise ShardingError(
+            "shard_model cannot split a model with fused projections (fuse_projections / fuse=True); "
+            "load it unfused to run it tensor-parallel"
+        )
     tied = bool(model.args.tie_word_embeddings)
     if shard_lm_head and (tied or not isinstance(getattr(model, "lm_head", None), nn.Linear)):
         raise ShardingError(

@@ -158,7 +158,7 @@ def attn_sdpa_in(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         module.scaled_dot_product_attention = original
-        use_decode_kernel(False)
+        use_decode_kernel(None)  # back to the default (auto)
         clear_compiled_steps()
 
 

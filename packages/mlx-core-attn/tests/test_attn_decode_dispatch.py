@@ -34,7 +34,7 @@ def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
     monkeypatch.setattr(sdpa_module, "backend", lambda dtype: "cuda")
     monkeypatch.setattr(sdpa_module, "decode_attention", kernel)
-    monkeypatch.setattr(sdpa_module, "_decode_kernel_enabled", True)
+    monkeypatch.setattr(sdpa_module, "_decode_kernel_mode", True)
     return calls
 
 
@@ -105,15 +105,41 @@ def test_cuda_kernel_matches_mx_fast_on_static_cache(dtype: mx.Dtype) -> None:
     np.testing.assert_allclose(np.array(out.astype(mx.float32)), ref, atol=1e-2, rtol=1e-2)
 
 
-def test_decode_kernel_is_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Measured slower than mx.fast on an H100, so nothing reaches the kernel unless asked."""
+@pytest.mark.parametrize("mode", [None, False])
+def test_unmasked_decode_stays_on_mx_fast_unless_forced(monkeypatch: pytest.MonkeyPatch, mode: Any) -> None:
+    """Unmasked decode measured slower in the kernel than in mx.fast on an H100: auto and off skip it."""
     calls: list[Any] = []
     monkeypatch.setattr(sdpa_module, "backend", lambda dtype: "cuda")
     monkeypatch.setattr(sdpa_module, "decode_attention", lambda *a, **k: calls.append(a))
-    monkeypatch.setattr(sdpa_module, "_decode_kernel_enabled", False)
+    monkeypatch.setattr(sdpa_module, "_decode_kernel_mode", mode)
     rng = np.random.default_rng(0)
     q = mx.array(rng.standard_normal((1, 4, 1, 32)), dtype=mx.float16)
     k = mx.array(rng.standard_normal((1, 2, 9, 32)), dtype=mx.float16)
     out = scaled_dot_product_attention(q, k, k, scale=0.2)
     mx.eval(out)
     assert calls == []
+
+
+def test_auto_mode_uses_kernel_for_static_cache_masks(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Any] = []
+
+    def kernel(q: mx.array, k: mx.array, v: mx.array, scale: float, valid_length: Any = None) -> mx.array:
+        calls.append(valid_length)
+        return decode_attention(q, k, v, scale, valid_length, backend="fallback")
+
+    monkeypatch.setattr(sdpa_module, "backend", lambda dtype: "cuda")
+    monkeypatch.setattr(sdpa_module, "decode_attention", kernel)
+    monkeypatch.setattr(sdpa_module, "_decode_kernel_mode", None)
+    cache = StaticKVCache(16)
+    rng = np.random.default_rng(1)
+    for _ in range(2):
+        mask, k, v = _static_step(cache, rng)
+        q = mx.array(rng.standard_normal((1, 4, 1, 32)), mx.float16)
+        mx.eval(scaled_dot_product_attention(q, k, v, scale=0.2, mask=mask, cache=cache))
+    assert [int(c.item()) for c in calls] == [1, 2]
+
+
+def test_env_var_rejects_unknown_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(sdpa_module.DECODE_KERNEL_ENV_VAR, "sometimes")
+    with pytest.raises(ValueError, match="auto, 1, 0"):
+        sdpa_module._mode_from_env()

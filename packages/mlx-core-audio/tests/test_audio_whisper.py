@@ -145,7 +145,10 @@ def test_gpu_matches_reference(method: str) -> None:
     batch = np.stack([_speechlike(30.0, 8), 0.1 * _speechlike(30.0, 9)])
     with mx.stream(mx.gpu):
         ours = np.array(log_mel_spectrogram(batch, normalize="per_example", method=method))
-    np.testing.assert_allclose(ours, reference_log_mel(batch, per_example=True), atol=ATOL)
+    # The dense filterbank is a float32 matmul, which CUDA runs at TF32-class precision: on the H100 it
+    # differed from float64 by up to 9.6e-5. That is why "banded" (exact float32 sums) is the default.
+    atol = ATOL if method == "banded" else 2e-4
+    np.testing.assert_allclose(ours, reference_log_mel(batch, per_example=True), atol=atol)
 
 
 def test_traceable_under_mx_compile() -> None:

@@ -13,7 +13,8 @@ CHECK = ROOT / ".ci" / "check_consistency.py"
 
 def _copy_workspace(tmp_path: pathlib.Path) -> pathlib.Path:
     dest = tmp_path / "ws"
-    shutil.copytree(ROOT / "packages", dest / "packages", ignore=shutil.ignore_patterns("__pycache__", "*.npy"))
+    ignore = shutil.ignore_patterns("__pycache__", "*.npy")
+    shutil.copytree(ROOT / "packages", dest / "packages", ignore=ignore)
     return dest
 
 

@@ -1,21 +1,48 @@
-"""CUDA kernels against the compiled fallback on the GPU (run on the lent H100; skipped elsewhere).
+"""CUDA and Metal kernels against the compiled fallback (CUDA ran on the lent H100; each backend's cases
+are skipped where it is absent).
 
 Outputs are pre-filled with NaN (``init_value``) so any element the kernel fails to write shows up.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import mlx.core as mx
 import numpy as np
 import pytest
 from mlx_core.kernels import backend, clear_backend_cache, fused_modulate, fused_swiglu
-from mlx_core.kernels.modulate import modulate_cuda, modulate_fallback, prepare_modulate
-from mlx_core.kernels.swiglu import swiglu_cuda, swiglu_fallback
+from mlx_core.kernels.modulate import modulate_cuda, modulate_fallback, modulate_metal, prepare_modulate
+from mlx_core.kernels.swiglu import swiglu_cuda, swiglu_fallback, swiglu_metal
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not mx.cuda.is_available(), reason="needs MLX's CUDA backend"),
-]
+
+@dataclass(frozen=True)
+class DeviceKernels:
+    """One backend's kernel entry points, so every case below runs against CUDA and Metal alike."""
+
+    name: str
+    swiglu: Callable[..., mx.array]
+    modulate: Callable[..., mx.array]
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(
+            DeviceKernels("cuda", swiglu_cuda, modulate_cuda),
+            marks=[pytest.mark.gpu, pytest.mark.skipif(not mx.cuda.is_available(), reason="needs CUDA")],
+            id="cuda",
+        ),
+        pytest.param(
+            DeviceKernels("metal", swiglu_metal, modulate_metal),
+            marks=[pytest.mark.metal, pytest.mark.skipif(not mx.metal.is_available(), reason="needs Metal")],
+            id="metal",
+        ),
+    ]
+)
+def kernels(request: pytest.FixtureRequest) -> DeviceKernels:
+    return request.param
+
 
 DTYPES = [mx.float32, mx.float16, mx.bfloat16]
 NAN = float("nan")
@@ -40,10 +67,10 @@ def check_equal(out: mx.array, expected: mx.array) -> None:
     np.testing.assert_allclose(got, f32(expected), **tol(out.dtype))
 
 
-def test_cuda_is_the_auto_backend() -> None:
+def test_device_is_the_auto_backend(kernels: DeviceKernels) -> None:
     clear_backend_cache()
     for dtype in DTYPES:
-        assert backend(dtype) == "cuda"
+        assert backend(dtype) == kernels.name
 
 
 SWIGLU_SHAPES = [
@@ -74,26 +101,28 @@ SWIGLU_SHAPES = [
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SWIGLU_SHAPES)
-def test_swiglu_kernel_matches_fallback_and_covers_output(shape: tuple[int, ...], dtype: mx.Dtype) -> None:
+def test_swiglu_kernel_matches_fallback_and_covers_output(
+    kernels: DeviceKernels, shape: tuple[int, ...], dtype: mx.Dtype
+) -> None:
     x = rand(shape, dtype, 1, 2.0)
     g = rand(shape, dtype, 2, 3.0)
-    out = swiglu_cuda(x, g, init_value=NAN)
+    out = kernels.swiglu(x, g, init_value=NAN)
     assert out.shape == shape and out.dtype == dtype
     check_equal(out, swiglu_fallback(x, g))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [8, 100, 4097])
-def test_swiglu_misaligned_views(n: int, dtype: mx.Dtype) -> None:
+def test_swiglu_misaligned_views(kernels: DeviceKernels, n: int, dtype: mx.Dtype) -> None:
     big_x = rand((n + 1,), dtype, 3)
     big_g = rand((n + 3,), dtype, 4)
     x = big_x[1:]
     g = big_g[3:]
-    check_equal(swiglu_cuda(x, g, init_value=NAN), swiglu_fallback(x, g))
-    check_equal(swiglu_cuda(big_x[:n], g, init_value=NAN), swiglu_fallback(big_x[:n], g))
+    check_equal(kernels.swiglu(x, g, init_value=NAN), swiglu_fallback(x, g))
+    check_equal(kernels.swiglu(big_x[:n], g, init_value=NAN), swiglu_fallback(big_x[:n], g))
 
 
-def test_swiglu_float32_against_float64() -> None:
+def test_swiglu_float32_against_float64(kernels: DeviceKernels) -> None:
     x = rand((37, 1031), mx.float32, 5, 2.0)
     g = rand((37, 1031), mx.float32, 6, 4.0)
     g64 = np.array(g).astype(np.float64)
@@ -101,10 +130,10 @@ def test_swiglu_float32_against_float64() -> None:
     np.testing.assert_allclose(np.array(fused_swiglu(x, g)), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_swiglu_public_path_uses_the_kernel_and_handles_views() -> None:
+def test_swiglu_public_path_uses_the_kernel_and_handles_views(kernels: DeviceKernels) -> None:
     x = rand((33, 70), mx.bfloat16, 7)
     g = rand((70, 33), mx.bfloat16, 8).T
-    np.testing.assert_array_equal(f32(fused_swiglu(x, g)), f32(swiglu_cuda(x, mx.contiguous(g))))
+    np.testing.assert_array_equal(f32(fused_swiglu(x, g)), f32(kernels.swiglu(x, mx.contiguous(g))))
     check_equal(fused_swiglu(x, g), fused_swiglu(x, g, backend="fallback"))
 
 
@@ -133,7 +162,7 @@ def cond(form: str, b: int, s: int, d: int, dtype: mx.Dtype, seed: int, scale: f
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", MODULATE_SHAPES)
 def test_modulate_kernel_matches_fallback_and_covers_output(
-    shape: tuple[int, int, int], dtype: mx.Dtype
+    kernels: DeviceKernels, shape: tuple[int, int, int], dtype: mx.Dtype
 ) -> None:
     b, s, d = shape
     x = rand(shape, dtype, 10, 2.0) + 0.5
@@ -141,34 +170,34 @@ def test_modulate_kernel_matches_fallback_and_covers_output(
         shift = cond(shift_form, b, s, d, dtype, 11 + i, 1.0)
         scale = cond(scale_form, b, s, d, dtype, 21 + i, 0.5)
         x3, sh3, sc3, eps = prepare_modulate(x, shift, scale, 1e-6)
-        out = modulate_cuda(x3, sh3, sc3, eps, init_value=NAN)
+        out = kernels.modulate(x3, sh3, sc3, eps, init_value=NAN)
         assert out.shape == shape and out.dtype == dtype
         check_equal(out, modulate_fallback(x3, sh3, sc3, eps))
 
 
 @pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16])
-def test_modulate_float32_conditioning(dtype: mx.Dtype) -> None:
+def test_modulate_float32_conditioning(kernels: DeviceKernels, dtype: mx.Dtype) -> None:
     x = rand((2, 17, 3072), dtype, 30)
     shift = rand((2, 3072), mx.float32, 31)
     scale = rand((3072,), mx.float32, 32, 0.5)
     x3, sh3, sc3, eps = prepare_modulate(x, shift, scale, 1e-6)
     assert sh3.dtype == mx.float32
-    check_equal(modulate_cuda(x3, sh3, sc3, eps, init_value=NAN), modulate_fallback(x3, sh3, sc3, eps))
+    check_equal(kernels.modulate(x3, sh3, sc3, eps, init_value=NAN), modulate_fallback(x3, sh3, sc3, eps))
 
 
-def test_modulate_misaligned_rows_and_views() -> None:
+def test_modulate_misaligned_rows_and_views(kernels: DeviceKernels) -> None:
     # D = 1001 (odd) makes most bf16 rows start off a 16-byte boundary; offset views misalign the base.
     big = rand((2 * 5 * 1001 + 1,), mx.bfloat16, 40)
     x = big[1:].reshape(2, 5, 1001)
     shift = rand((2, 1001), mx.bfloat16, 41)
     scale = rand((1002,), mx.bfloat16, 42)[1:]
     x3, sh3, sc3, eps = prepare_modulate(x, shift, scale, 1e-6)
-    check_equal(modulate_cuda(x3, sh3, sc3, eps, init_value=NAN), modulate_fallback(x3, sh3, sc3, eps))
+    check_equal(kernels.modulate(x3, sh3, sc3, eps, init_value=NAN), modulate_fallback(x3, sh3, sc3, eps))
     xt = rand((2, 1001, 5), mx.bfloat16, 43).transpose(0, 2, 1)
     check_equal(fused_modulate(xt, shift, scale), fused_modulate(xt, shift, scale, backend="fallback"))
 
 
-def test_modulate_float32_against_float64_with_large_mean() -> None:
+def test_modulate_float32_against_float64_with_large_mean(kernels: DeviceKernels) -> None:
     rng = np.random.default_rng(50)
     x = (1e3 + rng.standard_normal((2, 64, 3072))).astype(np.float32)
     shift = rng.standard_normal((2, 3072)).astype(np.float32)
@@ -181,7 +210,7 @@ def test_modulate_float32_against_float64_with_large_mean() -> None:
     np.testing.assert_allclose(out, expected, rtol=1e-3, atol=1e-3)
 
 
-def test_modulate_two_dimensional_x() -> None:
+def test_modulate_two_dimensional_x(kernels: DeviceKernels) -> None:
     x = rand((300, 257), mx.bfloat16, 60)
     shift = rand((300, 257), mx.bfloat16, 61)
     scale = rand((257,), mx.bfloat16, 62)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import mlx.core as mx
 
 #: A float buffer ``[B, H, L, D]`` or a quantized triple of ``[B, H, L, *]`` arrays.
@@ -19,9 +21,11 @@ def seq_slice(x: Stored, start: int | None, stop: int | None) -> Stored:
 
 
 def seq_concat(parts: list[Stored]) -> Stored:
+    # All parts share one layout (the cache stores one kind), so the first part decides for all.
     if isinstance(parts[0], tuple):
-        return tuple(mx.concatenate([p[i] for p in parts], axis=2) for i in range(len(parts[0])))  # type: ignore[index]
-    return mx.concatenate(parts, axis=2)  # type: ignore[arg-type]
+        triples = cast(list[tuple[mx.array, ...]], parts)
+        return tuple(mx.concatenate([p[i] for p in triples], axis=2) for i in range(len(triples[0])))
+    return mx.concatenate(cast(list[mx.array], parts), axis=2)
 
 
 def seq_zeros_like(x: Stored, n: int) -> Stored:
@@ -33,11 +37,12 @@ def seq_zeros_like(x: Stored, n: int) -> Stored:
 def seq_assign(x: Stored, start: int, update: Stored) -> None:
     """In place: ``x[..., start:start+L, :] = update`` (each array object of ``x`` is updated)."""
     stop = start + seq_len(update)
+    # ``update`` has the same layout as ``x`` (array with array, triple with triple).
     if isinstance(x, tuple):
-        for a, u in zip(x, update, strict=False):  # type: ignore[arg-type]
+        for a, u in zip(x, cast(tuple[mx.array, ...], update), strict=False):
             a[..., start:stop, :] = u
     else:
-        x[..., start:stop, :] = update
+        x[..., start:stop, :] = cast(mx.array, update)
 
 
 def fresh(x: Stored) -> Stored:

@@ -63,7 +63,7 @@ class ConcatKeyValueCache(BaseCache):
 
     @property
     def state(self) -> list[mx.array]:
-        return [] if self.keys is None else [self.keys, self.values]
+        return [] if self.keys is None or self.values is None else [self.keys, self.values]
 
     @state.setter
     def state(self, v: Any) -> None:

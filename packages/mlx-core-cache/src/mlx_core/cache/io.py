@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 from mlx_core.cache.errors import CacheFileError
@@ -89,7 +89,8 @@ def load_prompt_cache(
     if not os.path.exists(p):
         raise FileNotFoundError(f"no prompt-cache file at {p!r}")
     try:
-        arrays, header = mx.load(p, return_metadata=True)
+        # mlx's stub gives load() one union return type; with return_metadata=True it is (arrays, metadata).
+        arrays, header = cast(tuple[dict[str, mx.array], dict[str, Any]], mx.load(p, return_metadata=True))
     except Exception as e:  # mlx raises RuntimeError/ValueError for unreadable files
         raise CacheFileError(f"{p!r} is not a readable safetensors file: {e}") from e
     if not isinstance(header, dict) or header.get(FORMAT_KEY) is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,12 +14,19 @@ from mlx_core.cache.rotating import RotatingKVCache
 def make_prompt_cache(model: Any, max_kv_size: int | None = None) -> list[Any]:
     """One cache per layer for ``model`` (mlx-lm's ``make_prompt_cache``).
 
-    Uses ``model.make_cache()`` when the model defines it; otherwise ``KVCache`` per entry of
-    ``model.layers``,
-    or ``RotatingKVCache(max_kv_size, keep=4)`` when ``max_kv_size`` is given.
+    Uses ``model.make_cache()`` when the model defines it (passing ``max_kv_size`` on when given: mlx-lm
+    silently drops it there, which leaves the caches unbounded); otherwise ``KVCache`` per entry of
+    ``model.layers``, or ``RotatingKVCache(max_kv_size, keep=4)`` when ``max_kv_size`` is given.
     """
     if hasattr(model, "make_cache"):
-        return list(model.make_cache())
+        if max_kv_size is None:
+            return list(model.make_cache())
+        if "max_kv_size" not in inspect.signature(model.make_cache).parameters:
+            raise TypeError(
+                f"{type(model).__name__}.make_cache() takes no max_kv_size, so the window of "
+                f"{max_kv_size} tokens cannot be applied; build the caches yourself and pass them in."
+            )
+        return list(model.make_cache(max_kv_size=max_kv_size))
     layers = getattr(model, "layers", None)
     if layers is None:
         raise TypeError(

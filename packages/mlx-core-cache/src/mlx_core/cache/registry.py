@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, Protocol, TypeVar, cast, overload
 
 from mlx_core.cache.errors import CacheFileError
 
 T = TypeVar("T", bound=type)
 
 _REGISTRY: dict[str, type] = {}
+
+
+class RebuildableCache(Protocol):
+    """What the registry requires of a registered class: a ``from_state`` classmethod."""
+
+    @classmethod
+    def from_state(cls, state: Any, meta_state: tuple[str, ...] = ()) -> Any: ...
 
 
 @overload
@@ -62,10 +69,11 @@ def cache_class_name(cache: object) -> str:
     return key
 
 
-def get_cache_class(name: str) -> type:
+def get_cache_class(name: str) -> type[RebuildableCache]:
     """Class registered under ``name``; raises ``CacheFileError`` naming the known classes otherwise."""
     try:
-        return _REGISTRY[name]
+        # register_cache_class admits only classes with a callable from_state.
+        return cast("type[RebuildableCache]", _REGISTRY[name])
     except KeyError:
         raise CacheFileError(
             f"unknown cache class {name!r} in prompt-cache file; known: {sorted(_REGISTRY)}. Import the "

@@ -147,7 +147,7 @@ class RotatingBase(BaseCache):
             idx = self._idx if self._idx < self.max_size else 0
             mask_size = min(self._held + 1, self.max_size)
             mask = mx.arange(mask_size) >= (mask_size - window_size)
-            return mx.roll(mask, shift=idx + 1)
+            return mx.roll(mask, idx + 1)  # positional: the stub declares shift positional-only
         return None
 
     def size(self) -> int:

@@ -75,7 +75,7 @@ class StaticKVCache(BaseCache):
         """
         if self._array_offset:
             return self.position
-        self._written = int(self.position.item())
+        self._written = int(self.position)
         return self._written
 
     @contextmanager

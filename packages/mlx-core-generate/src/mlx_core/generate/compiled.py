@@ -21,7 +21,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -122,7 +122,10 @@ class _Trace:
 
 def _weights(model: Any) -> list[mx.array]:
     """The model's parameter arrays (held, so identity comparisons stay valid)."""
-    return [v for _, v in tree_flatten(model.parameters())] if isinstance(model, nn.Module) else []
+    if not isinstance(model, nn.Module):
+        return []
+    # tree_flatten is annotated list-or-dict; without ``destination`` it returns a list of (path, leaf).
+    return [v for _, v in cast(list[tuple[str, mx.array]], tree_flatten(model.parameters()))]
 
 
 def _same_weights(a: list[mx.array], b: list[mx.array]) -> bool:
@@ -172,7 +175,8 @@ class CompiledDecodeStep:
     def _first_call(self, tokens: mx.array) -> mx.array:
         """Trace; if the model cannot be traced, put back what the failed trace left as tracers."""
         trace = self._trace
-        key = mx.random.state[0]
+        # mlx's random stub does not declare ``state`` (a sequence whose [0] is the key array).
+        key = cast(Sequence[mx.array], mx.random.state)[0]
         try:
             out = trace.fn(tokens)
         except BaseException:
@@ -181,7 +185,7 @@ class CompiledDecodeStep:
             for k, v in list(_ENTRIES.items()):
                 if v is trace:
                     del _ENTRIES[k]
-            hi, lo = (int(v) for v in key.tolist())
+            hi, lo = (int(v) for v in cast(list[int], key.tolist()))  # key: uint32 [2]
             mx.random.seed((hi << 32) | lo)
             raise
         trace.traced = True

@@ -48,9 +48,7 @@ def _generation_stream(device: Any) -> Any:
 
 
 def default_caches(model: Any, max_kv_size: int | None = None) -> list[Any]:
-    """``model.make_cache()`` if the model defines it, else `mlx_core.cache.make_prompt_cache`."""
-    if hasattr(model, "make_cache") and max_kv_size is None:
-        return list(model.make_cache())
+    """The model's caches via `mlx_core.cache.make_prompt_cache` (``model.make_cache()`` when defined)."""
     from mlx_core.cache import make_prompt_cache
 
     return list(make_prompt_cache(model, max_kv_size=max_kv_size))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -29,6 +29,9 @@ from mlx_core.kernels import fused_swiglu
 
 FULL_ATTENTION = "full_attention"
 SLIDING_ATTENTION = "sliding_attention"
+
+#: Value type of a mapping passed through ``Model.sanitize`` (it edits only keys, so any value type works).
+_V = TypeVar("_V")
 
 #: model_type values of config.json this file implements.
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
@@ -287,7 +290,7 @@ class Model(nn.Module):
                 caches.append(RotatingKVCache(max_size=window, keep=keep))
         return caches
 
-    def sanitize(self, weights: dict[str, mx.array]) -> dict[str, mx.array]:
+    def sanitize(self, weights: dict[str, _V]) -> dict[str, _V]:
         """Map Hugging Face checkpoint names onto this module: drop rotary caches, tie lm_head."""
         weights = {k: v for k, v in weights.items() if "rotary_emb.inv_freq" not in k}
         if self.args.tie_word_embeddings:

@@ -179,14 +179,16 @@ def shard_model(
         return model
 
     for layer in model.layers:
-        attn = layer.self_attn
+        # Typed Any: sharding swaps the nn.Linear / nn.QuantizedLinear projections for distributed layers,
+        # which the llama modules' attribute types do not cover.
+        attn: Any = layer.self_attn
         attn.q_proj = _all_to_sharded(attn.q_proj, group, for_training)
         attn.k_proj = _all_to_sharded(attn.k_proj, group, for_training)
         attn.v_proj = _all_to_sharded(attn.v_proj, group, for_training)
         attn.o_proj = shard_linear(attn.o_proj, "sharded-to-all", group=group)
         attn.n_heads //= n
         attn.n_kv_heads //= n
-        mlp = layer.mlp
+        mlp: Any = layer.mlp
         mlp.gate_proj = _all_to_sharded(mlp.gate_proj, group, for_training)
         mlp.up_proj = _all_to_sharded(mlp.up_proj, group, for_training)
         mlp.down_proj = shard_linear(mlp.down_proj, "sharded-to-all", group=group)

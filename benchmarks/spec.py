@@ -259,8 +259,22 @@ def main() -> None:
     )
     ap.add_argument("--num-draft-tokens", type=int, default=4)
     ap.add_argument("--no-mlx-lm", action="store_true", help="skip the mlx-lm speculative anchor row")
+    ap.add_argument(
+        "--vocab",
+        type=int,
+        default=None,
+        help="override the vocabulary size (e.g. 151936 on CPU, where "
+        "a large vocabulary with a small --hidden makes vocabulary-sized sampling work visible)",
+    )
+    ap.add_argument("--hidden", type=int, default=None, help="override the hidden size (CPU family only)")
     opts = ap.parse_args()
     cfg = _config(opts.quick)
+    if opts.vocab is not None:
+        cfg["vocab"] = opts.vocab
+        cfg["label"] += f", vocab {opts.vocab}"
+    if opts.hidden is not None:
+        cfg["hidden"], cfg["inter"] = opts.hidden, 2 * opts.hidden
+        cfg["label"] += f", hidden {opts.hidden}"
     n, k, reps = cfg["max_tokens"], opts.num_draft_tokens, cfg["repeats"]
 
     target = build_target(cfg)
@@ -280,7 +294,7 @@ def main() -> None:
     )
     header = (
         f"{'case':<34} {'temp':>4} {'plain tok/s':>11} {'spec tok/s':>10} {'speedup':>7} "
-        f"{'accept':>6} {'mean len':>8} {'identical':>9}"
+        f"{'accept':>6} {'mean len':>8} {'ms/step':>7} {'ms/round':>8} {'identical':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -294,9 +308,11 @@ def main() -> None:
             t_plain, t_spec, ok, metrics = bench_case(model, p, make_drafter, kk, temp, n, reps)
             plain_time[name] = t_plain
             same = "n/a" if temp > 0 else ("yes" if ok else "NO")
+            ms_round = 1e3 * t_spec / max(metrics.target_forwards, 1)
             print(
                 f"{name:<34} {temp:>4.1f} {n / t_plain:>11.1f} {n / t_spec:>10.1f} {t_plain / t_spec:>6.2f}x "
-                f"{metrics.acceptance_rate:>6.2f} {metrics.mean_accepted_length:>8.2f} {same:>9}"
+                f"{metrics.acceptance_rate:>6.2f} {metrics.mean_accepted_length:>8.2f} "
+                f"{1e3 * t_plain / n:>7.2f} {ms_round:>8.2f} {same:>9}"
             )
         if not opts.no_mlx_lm:
             try:
@@ -309,10 +325,11 @@ def main() -> None:
             name = "mlx-lm speculative (same draft)"
             print(
                 f"{name:<34} {temp:>4.1f} {n / t_plain:>11.1f} {n / t_ref:>10.1f} "
-                f"{t_plain / t_ref:>6.2f}x {'-':>6} {'-':>8} {'-':>9}"
+                f"{t_plain / t_ref:>6.2f}x {'-':>6} {'-':>8} {1e3 * t_plain / n:>7.2f} {'-':>8} {'-':>9}"
             )
     print(
         "\nspeedup = plain Generate time / speculative time for the same target and max_tokens, same process."
+        "\nms/step = plain time per token; ms/round = speculative time per target forward (draft + verify)."
     )
 
 

@@ -2,6 +2,7 @@
 
 from .draft_length import AdaptiveDraftLength, DraftLengthPolicy, FixedDraftLength
 from .drafters import Draft, Drafter, DraftModelDrafter, PromptLookupDrafter
+from .draw import inverse_cdf_draw
 from .errors import DraftError, SpeculativeError
 from .metrics import SpecMetrics
 from .speculative import (
@@ -27,6 +28,7 @@ __all__ = [
     "SpeculativeGenerateBuilder",
     "SpeculativeResponse",
     "greedy_verify",
+    "inverse_cdf_draw",
     "point_mass",
     "rejection_verify",
     "residual_distribution",

@@ -15,8 +15,9 @@ from typing import Any, Protocol, cast, runtime_checkable
 
 import mlx.core as mx
 from mlx_core.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
-from mlx_core.generate import forward_logits, prefill
+from mlx_core.generate import DefaultSampler, forward_logits, prefill
 
+from .draw import inverse_cdf_draw
 from .errors import DraftError
 
 __all__ = ["Draft", "DraftModelDrafter", "Drafter", "PromptLookupDrafter", "empty_draft", "model_vocab_size"]
@@ -238,11 +239,21 @@ class DraftModelDrafter:
             del cached[common:]
         return common
 
-    def _logprobs(self, logits: mx.array, context: mx.array | None) -> mx.array:
-        """Apply logits processors to ``logits`` [1, V] and normalise to log-probabilities."""
+    def _scores(self, logits: mx.array, context: mx.array | None, greedy: bool) -> mx.array:
+        """Logits processors on ``logits`` [1, V], then what the sampler needs: raw scores for argmax,
+        max-shifted scores for `DefaultSampler` (its filters and softmax are shift-invariant, so the
+        log-sum-exp pass over the vocabulary is skipped), log-probabilities for any other sampler.
+
+        A proposal is lossless whatever it is, as long as the reported ``q`` is what the tokens were drawn
+        from, so the cheaper normalisation changes ``q`` by rounding only.
+        """
         if context is not None:
             for proc in self._processors:
                 logits = proc(context, logits)
+        if greedy:
+            return logits
+        if type(self._sampler) is DefaultSampler:
+            return logits - mx.max(logits, axis=-1, keepdims=True)
         return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
 
     def draft(self, history: list[int], k: int) -> Draft:
@@ -276,12 +287,12 @@ class DraftModelDrafter:
         for i in range(k):
             logits = forward_logits(self.model, x, self.caches)[:, -1, :].astype(mx.float32)
             vocab = logits.shape[-1]
-            logprobs = self._logprobs(logits, context)
+            scores = self._scores(logits, context, greedy)
             if greedy:
-                tok = mx.argmax(logprobs, axis=-1)
+                tok = mx.argmax(scores, axis=-1)
             else:
-                q = self._sampler.probabilities(logprobs)
-                tok = mx.random.categorical(mx.log(q), axis=-1)
+                # One uniform per token, not Gumbel noise over the vocabulary; q is exactly what it samples.
+                tok, q = inverse_cdf_draw(self._sampler.probabilities(scores))
                 probs.append(q[0])
             tok = tok.astype(mx.int32)
             tokens.append(tok)

@@ -18,6 +18,7 @@ from typing import Any, cast
 import mlx.core as mx
 from mlx_core.cache import can_trim_prompt_cache, trim_prompt_cache
 from mlx_core.generate import (
+    DefaultSampler,
     GenerateBuilder,
     GenerationChunk,
     Response,
@@ -215,11 +216,18 @@ class SpeculativeGenerate:
                 "decoding needs a draft model with the same tokenizer and vocabulary size"
             )
         logits = self._process(logits, history_arr, drafted)
-        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         if self.greedy:
-            n_arr, t_arr = greedy_verify(drafted, logprobs)
+            logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+            n_arr, t_arr = greedy_verify(drafted, logprobs)  # same argmax input as Generate (ties)
         else:
-            probs = self.sampler.probabilities(logprobs)
+            # `DefaultSampler`'s filters and softmax are shift-invariant: a max shift replaces the
+            # log-sum-exp pass over [k + 1, V]; other samplers get log-probabilities as their contract says.
+            shift = (
+                mx.max(logits, axis=-1, keepdims=True)
+                if type(self.sampler) is DefaultSampler
+                else mx.logsumexp(logits, axis=-1, keepdims=True)
+            )
+            probs = self.sampler.probabilities(logits - shift)
             n_arr, t_arr = rejection_verify(
                 drafted, probs, None if self.drafter.deterministic else draft.probs
             )

@@ -99,27 +99,36 @@ def rejection_verify(
     k = _check_draft(draft_tokens, target_probs, "target_probs")
     vocab = target_probs.shape[-1]
     p = target_probs.astype(mx.float32)
-    if draft_probs is None:
-        q = point_mass(draft_tokens, vocab)
-    else:
+    idx = draft_tokens.astype(mx.int32)
+    q: mx.array | None = None
+    if draft_probs is not None:
         if tuple(draft_probs.shape) != (k, vocab):
             raise ValueError(
                 f"draft_probs must have shape [k, V] = {[k, vocab]}, got {list(draft_probs.shape)}; "
                 "the draft and target vocabularies must match"
             )
         q = draft_probs.astype(mx.float32)
-    # The bonus row compares against q = 0, so its residual is p itself: one uniform formula for all rows.
-    q = mx.concatenate([q, mx.zeros((1, vocab), dtype=mx.float32)], axis=0)
     k_uniform: mx.array | None = None
     k_sample: mx.array | None = None
     if key is not None:
         k_uniform, k_sample = mx.random.split(key)
-    idx = draft_tokens.astype(mx.int32)[:, None]
-    p_x = mx.take_along_axis(p[:k], idx, axis=-1)[:, 0]
-    q_x = mx.take_along_axis(q[:k], idx, axis=-1)[:, 0]
+    # Only k scalars p_i(d_i), q_i(d_i) and one full row of p and q are needed: gather them, never
+    # materialise a [k, V] point mass or pad q with a zero row.
+    p_x = mx.take_along_axis(p[:k], idx[:, None], axis=-1)[:, 0]
+    q_x = mx.ones((k,), mx.float32) if q is None else mx.take_along_axis(q, idx[:, None], axis=-1)[:, 0]
     u = mx.random.uniform(shape=(k,), key=k_uniform)
     # accept with probability min(1, p/q)  <=>  u * q < p  (u in [0, 1)); division-free and safe at q = 0.
     n = _leading_true(u * q_x < p_x)
-    # Only the row at the first rejection (or the bonus row) is needed: gather it lazily by index.
-    residual = residual_distribution(mx.take(p, n, axis=0), mx.take(q, n, axis=0))
+    # The row at the first rejection, or the bonus row (n == k), where q = 0 and the residual is p itself.
+    p_row = mx.take(p, n, axis=0)
+    if k == 0:
+        q_row = mx.zeros((vocab,), mx.float32)
+    else:
+        m = mx.minimum(n, k - 1)
+        if q is None:
+            q_row = (mx.arange(vocab) == mx.take(idx, m)).astype(mx.float32)
+        else:
+            q_row = mx.take(q, m, axis=0)
+        q_row = mx.where(n < k, q_row, 0.0)
+    residual = residual_distribution(p_row, q_row)
     return n, mx.random.categorical(mx.log(residual), key=k_sample)

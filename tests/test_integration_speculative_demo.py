@@ -12,7 +12,13 @@ import mlx.core as mx
 import pytest
 from mlx_core.generate import Generate
 from mlx_core.models import demo_model_path, load_model
-from mlx_core.spec import DraftModelDrafter, PromptLookupDrafter, SpecMetrics, SpeculativeGenerate
+from mlx_core.spec import (
+    DraftModelDrafter,
+    PromptLookupDrafter,
+    SpecMetrics,
+    SpeculativeError,
+    SpeculativeGenerate,
+)
 
 PROMPTS = [
     "The built-in function",
@@ -155,19 +161,8 @@ def test_speculation_with_model_caches_equals_greedy_with_the_same_caches(
     assert spec.tokens == plain.tokens
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (mlx-core-spec + mlx-core-cache): speculative decoding is not lossless on a RotatingKVCache "
-        "once its window has filled. The multi-token verify pass and RotatingKVCache.trim after the wrap "
-        "(which cannot restore tokens that slid out) leave the target attending to a different window "
-        "than one-token-at-a-time decoding, so greedy output diverges from Generate with the very same "
-        "caches (demo model, window 24: first divergence after ~21 tokens with k=3, ~28 with k=1). "
-        "Reachable from the CLI: --max-kv-size with --draft-model/--prompt-lookup."
-    ),
-)
 @pytest.mark.parametrize("drafting", ["draft-k1", "draft-k3", "prompt-lookup"])
-def test_speculation_with_filled_rotating_window_equals_greedy(
+def test_speculation_refuses_a_window_that_would_fill_and_is_exact_within_one(
     demo: tuple[Any, Any, Any], drafting: str
 ) -> None:
     target, draft, tokenizer = demo
@@ -183,31 +178,45 @@ def test_speculation_with_filled_rotating_window_equals_greedy(
         )
     )
     drafter: Any = PromptLookupDrafter() if drafting == "prompt-lookup" else DraftModelDrafter(draft)
+    assert len(plain) == max_tokens
+    # A window that would fill cannot be rolled back losslessly (tokens that slid out are gone), so the
+    # run is refused up front with a clear error instead of silently diverging from plain decoding.
+    with pytest.raises(SpeculativeError, match="sliding window"):
+        SpeculativeGenerate(
+            target,
+            prompt,
+            tokenizer=tokenizer,
+            caches=target.make_cache(max_kv_size=window),
+            drafter=drafter,
+            num_draft_tokens=None if drafting == "prompt-lookup" else int(drafting[-1]),
+            max_tokens=max_tokens,
+            eos_token_ids=(),
+        )
+    # A window with room for the whole run (drafts are cut to fit it) stays token-identical.
+    roomy = len(tokenizer.encode(prompt)) + max_tokens
+    plain_roomy = list(
+        Generate(
+            target,
+            prompt,
+            tokenizer=tokenizer,
+            caches=target.make_cache(max_kv_size=roomy),
+            max_tokens=max_tokens,
+            eos_token_ids=(),
+        )
+    )
     spec = SpeculativeGenerate(
         target,
         prompt,
         tokenizer=tokenizer,
-        caches=target.make_cache(max_kv_size=window),
-        drafter=drafter,
+        caches=target.make_cache(max_kv_size=roomy),
+        drafter=PromptLookupDrafter() if drafting == "prompt-lookup" else DraftModelDrafter(draft),
         num_draft_tokens=None if drafting == "prompt-lookup" else int(drafting[-1]),
         max_tokens=max_tokens,
         eos_token_ids=(),
     ).run()
-    assert len(plain) == max_tokens
-    assert spec.tokens == plain
+    assert spec.tokens == plain_roomy
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (contract mismatch mlx-core-generate vs mlx-core-spec): after a run with caches=..., "
-        "Generate leaves the caches holding the prompt and every emitted token (offset = prompt + k), "
-        "SpeculativeGenerate the prompt and every emitted token but the last (offset = prompt + k - 1, "
-        "see SpeculativeGenerate._drop_overshoot). Both document the caches as reusable for a next "
-        "turn, so the same multi-turn code gives the model a different context (the last reply token is "
-        "missing) depending on which generator produced the first turn."
-    ),
-)
 def test_caches_after_speculative_and_plain_runs_continue_identically(demo: tuple[Any, Any, Any]) -> None:
     target, draft, tokenizer = demo
     prompt, k = tokenizer.encode(PROMPTS[1]), 16

@@ -1,4 +1,4 @@
-"""Every distribution installs its subpackage(s) into the one ``mlx_core`` namespace, exports what it lists."""
+"""Every distribution installs its subpackage(s) into the one ``mlx_core`` namespace and exports its names."""
 
 from __future__ import annotations
 

@@ -89,8 +89,8 @@ def test_rotating_kv_cache_on_both_models() -> None:
         TARGET, LONG_PROMPT, max_tokens=MAX_TOKENS, caches=caches, drafter=drafter, num_draft_tokens=4
     ).run()
     assert r.tokens == ref
-    # exactly the emitted tokens are cached: prompt + all but the last emitted token
-    assert caches[0].offset == len(LONG_PROMPT) + MAX_TOKENS - 1
+    # exactly the emitted tokens are cached (prompt + every emitted token), as Generate leaves them
+    assert caches[0].offset == len(LONG_PROMPT) + MAX_TOKENS
     assert draft_caches[0].offset <= len(LONG_PROMPT) + MAX_TOKENS
 
 
@@ -99,7 +99,7 @@ def test_target_cache_holds_exactly_the_accepted_tokens() -> None:
     r = SpeculativeGenerate(
         TARGET, LONG_PROMPT, max_tokens=MAX_TOKENS, caches=caches, draft_model=UNRELATED, num_draft_tokens=5
     ).run()
-    assert caches[0].offset == len(LONG_PROMPT) + len(r.tokens) - 1
+    assert caches[0].offset == len(LONG_PROMPT) + len(r.tokens)
 
 
 def test_logits_processors_applied_like_generate() -> None:
@@ -151,8 +151,8 @@ def test_stop_strings_eos_and_streaming_match_generate() -> None:
                 caches=caches,
             ).stream()
         )
-        # tokens drafted past the stop were rolled back: the cache ends right before the last emitted token
-        assert caches[0].offset == len(prompt) + len(got) - 1
+        # tokens drafted past the stop were rolled back: the cache ends with the last emitted token
+        assert caches[0].offset == len(prompt) + len(got)
         assert [(c.text, c.token, c.finish_reason) for c in got] == [
             (c.text, c.token, c.finish_reason) for c in ref
         ]

@@ -173,11 +173,36 @@ class SpeculativeGenerate:
                 "the target's caches cannot be trimmed, but speculative decoding rolls back rejected draft "
                 "tokens every round; use KVCache/RotatingKVCache-style trimmable caches"
             )
+        self._check_windows()
         self.draft_length = _draft_length_policy(num_draft_tokens, drafter)
         self.metrics = SpecMetrics()
         self.prompt_tps = 0.0
         self.generation_tps = 0.0
         self._started = False
+
+    def _windows(self) -> list[tuple[int, int]]:
+        """(offset, max_size) of every target cache with a bounded window (sliding or fixed capacity)."""
+        return [
+            (int(c.offset), int(c.max_size)) for c in self.caches if getattr(c, "max_size", None) is not None
+        ]
+
+    def _check_windows(self) -> None:
+        """Refuse runs that would fill a bounded cache: trimming a sliding window after it has wrapped
+        cannot restore the tokens that slid out, so the output would no longer equal plain decoding."""
+        needed = self.prompt.shape[1] + (self.max_tokens if self.max_tokens is not None else 0)
+        for offset, size in self._windows():
+            if self.max_tokens is None or offset + needed > size:
+                raise SpeculativeError(
+                    f"a target cache holds at most {size} tokens but this run needs "
+                    f"{offset + needed if self.max_tokens is not None else 'an unbounded number of'}; "
+                    "speculative decoding is lossless only while a sliding window has not filled. Use "
+                    "unbounded caches, a larger max_kv_size, or plain Generate."
+                )
+
+    def _window_room(self) -> int | None:
+        """Tokens a round may still feed before a bounded cache would fill (None: unbounded)."""
+        rooms = [size - offset for offset, size in self._windows()]
+        return min(rooms) if rooms else None
 
     @staticmethod
     def builder() -> SpeculativeGenerateBuilder:
@@ -272,6 +297,9 @@ class SpeculativeGenerate:
             k = self.draft_length.next_length()
             if budget is not None:
                 k = min(k, budget - 1)
+            room = self._window_room()
+            if room is not None:
+                k = min(k, room - 1)  # the verify pass feeds k + 1 tokens; never past the window
             new, kd, n = self._round(history, history_arr, max(k, 0))
             if self.metrics.target_forwards == 0:
                 t1 = time.perf_counter()
@@ -300,15 +328,20 @@ class SpeculativeGenerate:
                 segment, reason = asm.add(token)
                 if reason is not None:
                     self._drop_overshoot(len(new) - 1 - i)
+                    self._commit_last(token)
                 yield token, segment, reason
                 if reason is not None:
                     return
 
     def _drop_overshoot(self, extra: int) -> None:
-        """A stop fired ``extra`` tokens before the round's end: un-cache those tokens, so the target's
-        caches hold the prompt and every emitted token but the last (the state a next turn continues from)."""
+        """A stop fired ``extra`` tokens before the round's end: un-cache those tokens."""
         if extra > 0 and can_trim_prompt_cache(self.caches):
             trim_prompt_cache(self.caches, extra)
+
+    def _commit_last(self, token: int) -> None:
+        """Feed the last emitted token so the target's caches hold the prompt and every emitted token,
+        the state `Generate` leaves them in, and a next turn passes only its new tokens either way."""
+        mx.eval(forward_logits(self.model, mx.array([[token]], dtype=mx.int32), self.caches))
 
     # -- public forms ------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[int]:

@@ -9,7 +9,7 @@ from .compiled import (
 from .detokenizer import StreamingDetokenizer, WindowStreamingDetokenizer
 from .errors import GenerateError, ModelOutputError, PromptError, SamplerConfigError, TokenizerFilesError
 from .forward import forward_logits, prefill
-from .loop import Generate, GenerateBuilder, default_caches, generate, stream_generate
+from .loop import Generate, GenerateBuilder, TokenEventStream, default_caches, generate, stream_generate
 from .processors import (
     LogitsProcessor,
     make_frequency_penalty,
@@ -42,6 +42,7 @@ __all__ = [
     "SamplerConfigError",
     "StreamingDetokenizer",
     "TextAssembler",
+    "TokenEventStream",
     "Tokenizer",
     "TokenizerFilesError",
     "WindowStreamingDetokenizer",

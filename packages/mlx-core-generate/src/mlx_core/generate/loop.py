@@ -54,7 +54,56 @@ def default_caches(model: Any, max_kv_size: int | None = None) -> list[Any]:
     return list(make_prompt_cache(model, max_kv_size=max_kv_size))
 
 
-class Generate:
+class TokenEventStream:
+    """The public forms shared by `Generate` and other generators built on a `TextAssembler`.
+
+    Subclasses provide ``_events()`` (``(token, released text, finish reason)`` per emitted token) and
+    ``response()``; iteration, ``stream()`` and ``run()`` then behave identically for all of them.
+    """
+
+    assembler: TextAssembler
+    prompt: mx.array
+    prompt_tps: float
+    generation_tps: float
+
+    def _events(self) -> Iterator[tuple[int, str, str | None]]:
+        raise NotImplementedError
+
+    def response(self) -> Response:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[int]:
+        for token, _, reason in self._events():
+            if not (reason == "stop" and token in self.assembler.eos_token_ids):
+                yield token
+
+    def stream(self) -> Iterator[GenerationChunk]:
+        """Per-token text segments; the last chunk carries the finish reason."""
+        for token, segment, reason in self._events():
+            yield GenerationChunk(text=segment, token=token, finish_reason=reason)
+
+    def run(self) -> Response:
+        """Generate to the end and return the whole `Response`."""
+        for _ in self._events():
+            pass
+        return self.response()
+
+    def _response_fields(self) -> dict[str, Any]:
+        """What every `Response` reports about the run so far."""
+        asm = self.assembler
+        return {
+            "text": asm.text,
+            "tokens": list(asm.tokens),
+            "finish_reason": asm.finish_reason,
+            "prompt_tokens": self.prompt.shape[1],
+            "generation_tokens": asm.generation_tokens,
+            "prompt_tps": self.prompt_tps,
+            "generation_tps": self.generation_tps,
+            "peak_memory": mx.get_peak_memory() / 1e9,
+        }
+
+
+class Generate(TokenEventStream):
     """Iterator of generated token ids for one prompt (single use).
 
     ``Generate(model, prompt, tokenizer=tok, temperature=0.7, max_tokens=64, stop=["\\n\\n"], seed=0)``;
@@ -269,36 +318,9 @@ class Generate:
             if reason is not None:
                 return
 
-    # -- public forms -----------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[int]:
-        for token, _, reason in self._events():
-            if not (reason == "stop" and token in self.assembler.eos_token_ids):
-                yield token
-
-    def stream(self) -> Iterator[GenerationChunk]:
-        """Per-token text segments; the last chunk carries the finish reason."""
-        for token, segment, reason in self._events():
-            yield GenerationChunk(text=segment, token=token, finish_reason=reason)
-
-    def run(self) -> Response:
-        """Generate to the end and return the whole `Response`."""
-        for _ in self._events():
-            pass
-        return self.response()
-
     def response(self) -> Response:
         """A `Response` describing what has been generated so far."""
-        asm = self.assembler
-        return Response(
-            text=asm.text,
-            tokens=list(asm.tokens),
-            finish_reason=asm.finish_reason,
-            prompt_tokens=self.prompt.shape[1],
-            generation_tokens=asm.generation_tokens,
-            prompt_tps=self.prompt_tps,
-            generation_tps=self.generation_tps,
-            peak_memory=mx.get_peak_memory() / 1e9,
-        )
+        return Response(**self._response_fields())
 
 
 class GenerateBuilder:

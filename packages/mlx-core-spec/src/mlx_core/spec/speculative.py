@@ -20,9 +20,9 @@ from mlx_core.cache import can_trim_prompt_cache, trim_prompt_cache
 from mlx_core.generate import (
     DefaultSampler,
     GenerateBuilder,
-    GenerationChunk,
     Response,
     TextAssembler,
+    TokenEventStream,
     default_caches,
     forward_logits,
     make_sampler,
@@ -75,7 +75,7 @@ def _draft_length_policy(num_draft_tokens: int | str | DraftLengthPolicy | None,
     )
 
 
-class SpeculativeGenerate:
+class SpeculativeGenerate(TokenEventStream):
     """Iterator of generated token ids, produced by speculative decoding (single use).
 
     Same keywords as `Generate`, plus ``drafter`` (a `Drafter`), or ``draft_model`` (shorthand for
@@ -343,37 +343,13 @@ class SpeculativeGenerate:
         the state `Generate` leaves them in, and a next turn passes only its new tokens either way."""
         mx.eval(forward_logits(self.model, mx.array([[token]], dtype=mx.int32), self.caches))
 
-    # -- public forms ------------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[int]:
-        for token, _, reason in self._events():
-            if not (reason == "stop" and token in self.assembler.eos_token_ids):
-                yield token
-
-    def stream(self) -> Iterator[GenerationChunk]:
-        """Per-token text segments; the last chunk carries the finish reason."""
-        for token, segment, reason in self._events():
-            yield GenerationChunk(text=segment, token=token, finish_reason=reason)
+    def response(self) -> SpeculativeResponse:
+        """A `SpeculativeResponse` describing what has been generated so far."""
+        return SpeculativeResponse(**self._response_fields(), metrics=self.metrics)
 
     def run(self) -> SpeculativeResponse:
         """Generate to the end and return the whole `SpeculativeResponse`."""
-        for _ in self._events():
-            pass
-        return self.response()
-
-    def response(self) -> SpeculativeResponse:
-        """A `SpeculativeResponse` describing what has been generated so far."""
-        asm = self.assembler
-        return SpeculativeResponse(
-            text=asm.text,
-            tokens=list(asm.tokens),
-            finish_reason=asm.finish_reason,
-            prompt_tokens=self.prompt.shape[1],
-            generation_tokens=asm.generation_tokens,
-            prompt_tps=self.prompt_tps,
-            generation_tps=self.generation_tps,
-            peak_memory=mx.get_peak_memory() / 1e9,
-            metrics=self.metrics,
-        )
+        return cast(SpeculativeResponse, super().run())
 
 
 class SpeculativeGenerateBuilder(GenerateBuilder):

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
 from mlx_core.generate import Generate
 from mlx_core.models.sharded_loading import ShardedCheckpoint, load_sharded_weights
-from mlx_core.models.sharding import collectives_per_step, distributed_group
+from mlx_core.models.sharding import collectives_per_step, distributed_group, leave_group
 
 
-def main() -> int:
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", required=True)
@@ -58,8 +57,8 @@ def main() -> int:
         "collectives": collectives_per_step(model),
     }
     Path(args.out).write_text(json.dumps(report))
-    return 0
+    leave_group(group)  # barrier + immediate exit: the ring backend has no orderly shutdown
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

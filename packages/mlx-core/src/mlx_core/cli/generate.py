@@ -207,25 +207,10 @@ def run(args: argparse.Namespace) -> int:
             device += f", tensor-parallel over {group.size()} ranks"
         _print_stats(gen.response(), file=sys.stderr, device=device)
     if group is not None:
-        _leave_group(group)
+        from mlx_core.models import leave_group
+
+        leave_group(group)
     return 0
-
-
-def _leave_group(group: Any) -> None:
-    """Wait for every rank, then exit at once (status 0).
-
-    MLX 0.32's ring backend has no orderly shutdown: a rank whose peer exits first may log "[ring] ...
-    failed" lines or crash in its socket threads' destructors (seen here as SIGSEGV at exit, about 1 run in
-    10). A barrier and then ``os._exit`` skip those destructors; all output is flushed first.
-    """
-    import os
-
-    import mlx.core as mx
-
-    mx.eval(mx.distributed.all_sum(mx.array(1.0), group=group))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def _print_stats(response: Any, file: Any, device: str) -> None:

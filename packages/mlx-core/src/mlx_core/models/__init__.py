@@ -21,6 +21,7 @@ from .sharding import (
     check_shardable,
     collectives_per_step,
     distributed_group,
+    leave_group,
     shard_model,
     tensor_parallel_size,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "fuse_linears",
     "fuse_projections",
     "fused_projection_count",
+    "leave_group",
     "load_config",
     "load_model",
     "load_model_weights",

@@ -15,7 +15,8 @@ all ranks sample the same token. Quantized layers are split with MLX's quantized
 from __future__ import annotations
 
 import os
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -209,3 +210,16 @@ def collectives_per_step(model: Any) -> int:
         return 0
     head = 1 if isinstance(getattr(model, "lm_head", None), VocabShardedHead) else 0
     return 2 * len(model.layers) + head
+
+
+def leave_group(group: Any) -> NoReturn:
+    """Wait for every rank, flush output, then exit the process at once (status 0).
+
+    MLX 0.32's ring backend has no orderly shutdown: a rank whose peer exits first may fail its last
+    collectives ("connection to a peer was lost") or crash in its socket threads' destructors (seen here
+    as SIGSEGV at exit, about 1 run in 10). A barrier, then ``os._exit``, avoids both.
+    """
+    mx.eval(mx.distributed.all_sum(mx.array(1.0), group=group))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

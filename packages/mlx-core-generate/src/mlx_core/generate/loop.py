@@ -66,6 +66,60 @@ class TokenEventStream:
     prompt_tps: float
     generation_tps: float
 
+    def _init_common(
+        self,
+        model: Any,
+        prompt: Any,
+        tokenizer: Any,
+        sampler: Any,
+        temperature: float,
+        top_p: float,
+        min_p: float,
+        top_k: int,
+        logits_processors: Sequence[LogitsProcessor],
+        prefill_step_size: int,
+        seed: int | None,
+        prompt_progress: ProgressCallback | None,
+        eos_token_ids: Iterable[int] | None,
+        stop: Iterable[str] | str,
+        max_tokens: int | None,
+    ) -> None:
+        """Validate and keep what every generator takes: model, prompt, sampling and stopping."""
+        if model is None or not callable(model):
+            raise GenerateError("model must be a callable model(inputs [B, L], cache=caches) -> logits.")
+        if isinstance(prompt, str):
+            if tokenizer is None:
+                raise PromptError(
+                    "prompt is a str but no tokenizer was given; pass tokenizer=... or token ids."
+                )
+            prompt = tokenizer.encode(prompt)
+        self.prompt = as_prompt_array(prompt)
+        if self.prompt.shape[0] != 1:
+            raise PromptError(
+                f"{type(self).__name__} decodes one sequence; got a batch of {self.prompt.shape[0]} prompts. "
+                "Pass a 1-D prompt or shape [1, L]."
+            )
+        if (
+            isinstance(prefill_step_size, bool)
+            or not isinstance(prefill_step_size, int)
+            or prefill_step_size < 1
+        ):
+            raise GenerateError(f"prefill_step_size must be a positive int, got {prefill_step_size!r}.")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.sampler = (
+            sampler if sampler is not None else make_sampler(temperature, top_p, min_p, top_k=top_k)
+        )
+        self.logits_processors = list(logits_processors)
+        self.prefill_step_size = prefill_step_size
+        self.seed = seed
+        self.prompt_progress = prompt_progress
+        self.assembler = TextAssembler(tokenizer, eos_token_ids, stop, max_tokens)
+        self.max_tokens = max_tokens
+        self.prompt_tps = 0.0
+        self.generation_tps = 0.0
+        self._started = False
+
     def _events(self) -> Iterator[tuple[int, str, str | None]]:
         raise NotImplementedError
 
@@ -143,37 +197,23 @@ class Generate(TokenEventStream):
         prompt_progress: ProgressCallback | None = None,
         compile: CompileMode = "auto",
     ) -> None:
-        if model is None or not callable(model):
-            raise GenerateError("model must be a callable model(inputs [B, L], cache=caches) -> logits.")
-        if isinstance(prompt, str):
-            if tokenizer is None:
-                raise PromptError(
-                    "prompt is a str but no tokenizer was given; pass tokenizer=... or token ids."
-                )
-            prompt = tokenizer.encode(prompt)
-        self.prompt = as_prompt_array(prompt)
-        if self.prompt.shape[0] != 1:
-            raise PromptError(
-                f"Generate decodes one sequence; got a batch of {self.prompt.shape[0]} prompts. "
-                "Pass a 1-D prompt or shape [1, L]."
-            )
-        if (
-            isinstance(prefill_step_size, bool)
-            or not isinstance(prefill_step_size, int)
-            or prefill_step_size < 1
-        ):
-            raise GenerateError(f"prefill_step_size must be a positive int, got {prefill_step_size!r}.")
-        self.model = model
-        self.tokenizer = tokenizer
-        self.sampler = (
-            sampler if sampler is not None else make_sampler(temperature, top_p, min_p, top_k=top_k)
+        self._init_common(
+            model,
+            prompt,
+            tokenizer,
+            sampler,
+            temperature,
+            top_p,
+            min_p,
+            top_k,
+            logits_processors,
+            prefill_step_size,
+            seed,
+            prompt_progress,
+            eos_token_ids,
+            stop,
+            max_tokens,
         )
-        self.logits_processors = list(logits_processors)
-        self.prefill_step_size = prefill_step_size
-        self.seed = seed
-        self.prompt_progress = prompt_progress
-        self.assembler = TextAssembler(tokenizer, eos_token_ids, stop, max_tokens)
-        self.max_tokens = max_tokens
         if compile not in (True, False, "auto"):
             raise GenerateError(f"compile must be True, False or 'auto', got {compile!r}.")
         self.compile = compile
@@ -185,9 +225,6 @@ class Generate(TokenEventStream):
                 caches = static_caches_for(caches, capacity) or caches
         self.caches = caches
         self.compiled = False  # whether the decode loop ran compiled (set when generation starts)
-        self.prompt_tps = 0.0
-        self.generation_tps = 0.0
-        self._started = False
 
     @staticmethod
     def builder() -> GenerateBuilder:

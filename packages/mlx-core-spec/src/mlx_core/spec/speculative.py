@@ -21,14 +21,11 @@ from mlx_core.generate import (
     DefaultSampler,
     GenerateBuilder,
     Response,
-    TextAssembler,
     TokenEventStream,
     default_caches,
     forward_logits,
-    make_sampler,
     prefill,
 )
-from mlx_core.generate.forward import as_prompt_array
 
 from .draft_length import AdaptiveDraftLength, DraftLengthPolicy, FixedDraftLength
 from .drafters import (
@@ -111,25 +108,23 @@ class SpeculativeGenerate(TokenEventStream):
         max_kv_size: int | None = None,
         prompt_progress: ProgressCallback | None = None,
     ) -> None:
-        if model is None or not callable(model):
-            raise SpeculativeError("model must be a callable model(inputs [B, L], cache=caches) -> logits.")
-        if isinstance(prompt, str):
-            if tokenizer is None:
-                raise SpeculativeError(
-                    "prompt is a str but no tokenizer was given; pass tokenizer=... or ids."
-                )
-            prompt = tokenizer.encode(prompt)
-        self.prompt = as_prompt_array(prompt)
-        if self.prompt.shape[0] != 1:
-            raise SpeculativeError(
-                f"SpeculativeGenerate decodes one sequence; got a batch of {self.prompt.shape[0]} prompts."
-            )
-        if (
-            isinstance(prefill_step_size, bool)
-            or not isinstance(prefill_step_size, int)
-            or prefill_step_size < 1
-        ):
-            raise SpeculativeError(f"prefill_step_size must be a positive int, got {prefill_step_size!r}.")
+        self._init_common(
+            model,
+            prompt,
+            tokenizer,
+            sampler,
+            temperature,
+            top_p,
+            min_p,
+            top_k,
+            logits_processors,
+            prefill_step_size,
+            seed,
+            prompt_progress,
+            eos_token_ids,
+            stop,
+            max_tokens,
+        )
         if drafter is not None and draft_model is not None:
             raise SpeculativeError("give either drafter=... or draft_model=..., not both")
         if drafter is None:
@@ -143,12 +138,7 @@ class SpeculativeGenerate(TokenEventStream):
                 f"drafter must implement the Drafter protocol (reset, draft, deterministic), "
                 f"got {type(drafter).__name__}"
             )
-        self.model = model
-        self.tokenizer = tokenizer
         self.drafter = drafter
-        self.sampler = (
-            sampler if sampler is not None else make_sampler(temperature, top_p, min_p, top_k=top_k)
-        )
         self.greedy = getattr(self.sampler, "temperature", None) == 0
         if not self.greedy:
             if not callable(getattr(self.sampler, "probabilities", None)):
@@ -161,12 +151,6 @@ class SpeculativeGenerate(TokenEventStream):
                     "XTC sampling is itself random, so its distribution cannot be verified; "
                     "set xtc_probability=0"
                 )
-        self.logits_processors = list(logits_processors)
-        self.prefill_step_size = prefill_step_size
-        self.seed = seed
-        self.prompt_progress = prompt_progress
-        self.assembler = TextAssembler(tokenizer, eos_token_ids, stop, max_tokens)
-        self.max_tokens = max_tokens
         self.caches = caches if caches is not None else default_caches(model, max_kv_size)
         if not can_trim_prompt_cache(self.caches):
             raise SpeculativeError(
@@ -176,9 +160,6 @@ class SpeculativeGenerate(TokenEventStream):
         self._check_windows()
         self.draft_length = _draft_length_policy(num_draft_tokens, drafter)
         self.metrics = SpecMetrics()
-        self.prompt_tps = 0.0
-        self.generation_tps = 0.0
-        self._started = False
 
     def _windows(self) -> list[tuple[int, int]]:
         """(offset, max_size) of every target cache with a bounded window (sliding or fixed capacity)."""

@@ -15,7 +15,7 @@ status=0
 for step in "$@"; do
   echo "=============== $step ($(date +%T))"
   case $step in
-    test-*) timeout 300 python3 -m pytest -q -m gpu -p no:cacheprovider "packages/mlx-core-${step#test-}/tests" || status=1 ;;
+    test-*) timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q -m gpu -p no:cacheprovider "packages/mlx-core-${step#test-}/tests" || status=1 ;;
     bench-*) name=${step#bench-}; args=""; [[ $name == *:* ]] && args=${name#*:} && name=${name%%:*}
              timeout 420 python3 "benchmarks/$name.py" ${args//,/ } || status=1 ;;
     train) timeout 480 python3 packages/mlx-core/scripts/train_demo_model.py --out-dir "${OUT:-/tmp/demo_out}" ${TRAIN_ARGS:-} || status=1 ;;

@@ -85,6 +85,9 @@ def wheels(session: nox.Session) -> None:
         "assert u.find_spec('mlx_core.audio') is None, 'audio must not come with spec';"
         "import mlx_core; assert getattr(mlx_core, '__file__', None) is None, 'mlx_core is not a namespace'",
     )
+    # Then the umbrella with every sibling wheel: the shipped demo model is package data and generates.
+    session.install(*[str(w) for w in sorted(dist_dir.glob("mlx_core*.whl"))], *backend)
+    session.run("mlx-core", "generate", "--prompt", "The built-in function", "--max-tokens", "8")
 
 
 @nox.session

@@ -38,6 +38,12 @@ def apply_top_k(logprobs: mx.array, top_k: int) -> mx.array:
     return mx.put_along_axis(logprobs, mask_idx, mx.array(-float("inf"), logprobs.dtype), axis=-1)
 
 
+def _check_min_tokens_to_keep(value: int) -> None:
+    """``min_tokens_to_keep`` must be a positive int (not a bool): at least one token always survives."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SamplerConfigError(f"min_tokens_to_keep must be a positive integer, got {value!r}.")
+
+
 def apply_min_p(logprobs: mx.array, min_p: float, min_tokens_to_keep: int = 1) -> mx.array:
     """Drop entries with probability below ``min_p`` times the row's top probability.
 
@@ -45,14 +51,7 @@ def apply_min_p(logprobs: mx.array, min_p: float, min_tokens_to_keep: int = 1) -
     """
     if not (0 <= min_p <= 1.0):
         raise SamplerConfigError(f"min_p must be in [0, 1], got {min_p!r}.")
-    if (
-        isinstance(min_tokens_to_keep, bool)
-        or not isinstance(min_tokens_to_keep, int)
-        or min_tokens_to_keep < 1
-    ):
-        raise SamplerConfigError(
-            f"min_tokens_to_keep must be a positive integer, got {min_tokens_to_keep!r}."
-        )
+    _check_min_tokens_to_keep(min_tokens_to_keep)
     top_logprobs = mx.max(logprobs, axis=-1, keepdims=True)
     scaled_min_p = top_logprobs + math.log(min_p) if min_p > 0 else top_logprobs - float("inf")
     tokens_to_remove = logprobs < scaled_min_p
@@ -124,14 +123,7 @@ class DefaultSampler:
             raise SamplerConfigError(f"top_p must be in (0, 1], got {top_p!r}; use 1.0 to disable it.")
         if not (0 <= min_p <= 1.0):
             raise SamplerConfigError(f"min_p must be in [0, 1], got {min_p!r}; use 0.0 to disable it.")
-        if (
-            isinstance(min_tokens_to_keep, bool)
-            or not isinstance(min_tokens_to_keep, int)
-            or min_tokens_to_keep < 1
-        ):
-            raise SamplerConfigError(
-                f"min_tokens_to_keep must be a positive integer, got {min_tokens_to_keep!r}."
-            )
+        _check_min_tokens_to_keep(min_tokens_to_keep)
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
             raise SamplerConfigError(f"top_k must be an integer >= 0 (0 disables it), got {top_k!r}.")
         _check_xtc(xtc_probability, xtc_threshold)

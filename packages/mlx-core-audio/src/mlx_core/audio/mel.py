@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import mlx.core as mx
+from mlx_core.audio.errors import InvalidAudioError
 from mlx_core.audio.filters import BandedFilterbank, banded_filterbank, mel_filters
+from mlx_core.audio.gpu import Backend, device_window, gpu_backend, gpu_mel_of_signal
 from mlx_core.audio.samples import as_float_audio
 from mlx_core.audio.stft import _resolve, frame_signal, pad_signal
 from mlx_core.audio.windows import window_array
@@ -118,6 +120,15 @@ def mel_spectrogram(
     hop, win_length = _resolve(n_fft, hop_length, win_length)
     key = (float(sample_rate), int(n_fft), int(n_mels), float(fmin), fmax, mel_scale, norm)
     mel_filters(*key)  # validates the filterbank parameters before any work
+    backend = gpu_backend() if method == "banded" else None
+    if backend is not None:
+        out, deferred_check = mel_on_gpu(
+            audio, key, hop, win_length, window, center, pad_mode, power, magnitude_eps, log, log_floor,
+            drop_last, layout, backend,
+        )  # fmt: skip
+        if deferred_check:
+            raise_if_non_finite(mx.sum(out * 0.0))
+        return out
     x = as_float_audio(audio)
     if center:
         x = pad_signal(x, n_fft // 2, n_fft // 2, pad_mode)
@@ -137,6 +148,79 @@ def mel_spectrogram(
     spec = power_spectrum_flat(frames, w)
     mel = finish_mel(spec, key, power, magnitude_eps, log, log_floor, method)
     return unflatten_mel(mel, frames.shape[:-2], frames.shape[-2], layout)
+
+
+def mel_on_gpu(
+    audio: Any,
+    key: tuple,
+    hop: int,
+    win_length: int,
+    window: Any,
+    center: bool,
+    pad_mode: str,
+    power: float,
+    magnitude_eps: float,
+    log: str | None,
+    log_floor: float,
+    drop_last: bool,
+    layout: str,
+    backend: Backend,
+) -> tuple[mx.array, bool]:
+    """:func:`mel_spectrogram` in three GPU launches (see :mod:`mlx_core.audio.gpu`).
+
+    Returns the mel and whether the caller must still check it for non-finite values: an ``mx.array``
+    input is not scanned up front (that would cost a device round trip per call); NaN/inf samples
+    propagate to the output instead, which the caller checks once, after its last op.
+    """
+    if pad_mode not in ("reflect", "constant"):
+        raise ValueError(f"pad_mode must be 'reflect' or 'constant'; got {pad_mode!r}")
+    deferred_check = isinstance(audio, mx.array)
+    x = as_float_audio(audio, check_finite=not deferred_check)
+    n_fft = key[1]
+    t_len = x.shape[-1]
+    pad = n_fft // 2 if center else 0
+    if center and pad_mode == "reflect" and pad >= t_len:
+        raise InvalidAudioError(
+            f"reflect padding by {pad} samples needs a longer signal; got {t_len} samples. "
+            "Pad the audio first (pad_or_trim) or use pad_mode='constant'"
+        )
+    padded = t_len + 2 * pad
+    if drop_last and (padded < n_fft or (padded - n_fft) // hop < 1):  # same order of checks as the CPU
+        raise ValueError(f"audio of {t_len} samples gives no frame once the last is dropped")
+    if padded < n_fft:
+        raise InvalidAudioError(
+            f"signal of {padded} samples is shorter than n_fft={n_fft}; with center=False the signal must "
+            "hold at least one full frame (pad it, lower n_fft, or use center=True)"
+        )
+    n_frames = 1 + (padded - n_fft) // hop - (1 if drop_last else 0)
+    if isinstance(window, str):
+        w = device_window((window, win_length, n_fft))
+    else:
+        w = mx.array(window_array(window, win_length, n_fft))
+    rows = x.reshape(-1, t_len)
+    reflect = pad_mode == "reflect"
+    frames_first = layout == "frames_first"
+    out = gpu_mel_of_signal(
+        rows, w, key, hop, pad, reflect, n_frames, power, magnitude_eps, log, log_floor, frames_first, backend
+    )
+    return (out[0] if x.ndim == 1 else out), deferred_check
+
+
+def raise_if_non_finite(probe: mx.array) -> None:
+    """Raise :class:`InvalidAudioError` when ``probe`` (a sum of ``features * 0``) is NaN.
+
+    ``sum(features * 0)`` is NaN exactly when some feature is NaN or infinite, which on the GPU path is
+    how NaN/inf input samples show up. Under ``mx.compile``/``vmap`` tracing the check is skipped.
+    """
+    try:
+        bad = bool(mx.isnan(probe).item())
+    except ValueError:  # tracing: values are not known yet
+        return
+    if bad:
+        raise InvalidAudioError(
+            "audio contains NaN or infinite samples (or samples so large that the power spectrum overflows "
+            "float32); clean it first (e.g. mx.nan_to_num) or find where the decoder/filter produced them"
+        )
 
 
 _CPU_BLOCK_FRAMES = 1000

@@ -14,6 +14,7 @@ import mlx.core as mx
 import numpy as np
 from mlx_core.audio.errors import InvalidAudioError
 from mlx_core.audio.filters import mel_filters
+from mlx_core.audio.gpu import gpu_backend, gpu_mel_of_signal
 from mlx_core.audio.mel import check_choice, finish_mel, power_spectrum_flat
 from mlx_core.audio.samples import as_float_audio
 from mlx_core.audio.stft import frame_signal
@@ -62,6 +63,14 @@ class StreamingLogMel:
     def _frames(self, padded: np.ndarray, n_frames: int) -> mx.array:
         if n_frames <= 0:
             return mx.zeros((0, self.n_mels), dtype=mx.float32)
+        backend = gpu_backend() if self.method == "banded" else None
+        if backend is not None:  # the offline GPU kernels, so both give the same per-frame arithmetic
+            rows = mx.array(padded)[None]
+            mel = gpu_mel_of_signal(
+                rows, self.window, self.key, self.hop, 0, False, n_frames, 2.0, 0.0, "log10", self.log_floor,
+                True, backend,
+            )  # fmt: skip
+            return mel[0]
         frames = frame_signal(mx.array(padded), self.n_fft, self.hop, n_frames)
         spec = power_spectrum_flat(frames, self.window)
         return finish_mel(spec, self.key, 2.0, 0.0, "log10", self.log_floor, self.method).T

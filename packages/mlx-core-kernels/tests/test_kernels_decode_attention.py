@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 import pytest
-from mlx_core.kernels import decode_attention
+from mlx_core.kernels import decode_attention, decode_attention_append
 from mlx_core.kernels.decode_attention import num_splits
 
 
@@ -66,7 +66,7 @@ def test_strided_cache_view() -> None:
 def test_num_splits_fills_the_gpu_but_keeps_work_per_split() -> None:
     assert num_splits(1, 8, 65536) == 66
     assert num_splits(8, 8, 65536) == 9
-    assert num_splits(1, 8, 100) == 2
+    assert num_splits(1, 8, 100) == 4  # >= 32 keys per split
     assert num_splits(64, 64, 1024) == 1
 
 
@@ -102,3 +102,30 @@ def test_bad_arguments() -> None:
         decode_attention(q, k, k, None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="q has dtype"):
         decode_attention(q.astype(mx.int32), k, k, 1.0)
+
+
+def test_append_writes_the_row_and_attends_over_it() -> None:
+    q, k, v = make(2, 8, 2, 40, 32, seed=5)
+    rng = np.random.default_rng(6)
+    k_new, v_new = (rng.standard_normal((2, 2, 1, 32)).astype(np.float32) for _ in range(2))
+    pos = 17
+    out, k2, v2 = decode_attention_append(
+        mx.array(q), mx.array(k), mx.array(v), mx.array(k_new), mx.array(v_new), mx.array(pos), 0.3
+    )
+    k_ref, v_ref = k.copy(), v.copy()
+    k_ref[:, :, pos : pos + 1], v_ref[:, :, pos : pos + 1] = k_new, v_new
+    np.testing.assert_array_equal(np.array(k2), k_ref)
+    np.testing.assert_array_equal(np.array(v2), v_ref)
+    want = reference(q, k_ref, v_ref, 0.3, [pos + 1, pos + 1])
+    np.testing.assert_allclose(np.array(out), want, rtol=1e-5, atol=1e-6)
+
+
+def test_append_rejects_mismatched_rows() -> None:
+    q, k, v = (mx.array(a) for a in make(1, 4, 2, 8, 32, seed=1))
+    row = mx.zeros((1, 2, 1, 32))
+    with pytest.raises(ValueError, match=r"\[B, Hkv, 1, D\]"):
+        decode_attention_append(q, k, v, mx.zeros((1, 2, 2, 32)), mx.zeros((1, 2, 2, 32)), 3, 1.0)
+    with pytest.raises(ValueError, match="does not match the cache"):
+        decode_attention_append(q, k, v, mx.zeros((1, 1, 1, 32)), mx.zeros((1, 1, 1, 32)), 3, 1.0)
+    with pytest.raises(TypeError, match="cache dtype"):
+        decode_attention_append(q, k, v, row.astype(mx.float16), row.astype(mx.float16), 3, 1.0)

@@ -97,3 +97,32 @@ def test_float32_against_float64() -> None:
         1, 8, 1, 128
     )
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+@pytest.mark.parametrize(
+    ("b", "hq", "hkv", "lk", "d"), [(1, 16, 8, 768, 128), (2, 8, 2, 77, 64), (1, 4, 4, 5, 32)]
+)
+def test_append_in_place_over_many_steps(b: int, hq: int, hkv: int, lk: int, d: int, dtype: mx.Dtype) -> None:
+    """Step after step the kernel writes each row into the same buffers and equals slice_update + mx.fast."""
+    from mlx_core.kernels import decode_attention_append
+
+    k_buf, v_buf = rand((b, hkv, lk, d), dtype, 1), rand((b, hkv, lk, d), dtype, 2)
+    mx.eval(k_buf, v_buf)
+    k_ref, v_ref = mx.array(k_buf), mx.array(v_buf)
+    start = max(lk - 6, 0)
+    for step, pos in enumerate(range(start, lk)):
+        q = rand((b, hq, 1, d), dtype, 10 + step)
+        k_new = rand((b, hkv, 1, d), dtype, 20 + step)
+        v_new = rand((b, hkv, 1, d), dtype, 30 + step)
+        out, k_out, v_out = decode_attention_append(q, k_buf, v_buf, k_new, v_new, mx.array(pos), d**-0.5)
+        assert k_out is k_buf and v_out is v_buf  # updated in place, no new buffers
+        k_ref = mx.slice_update(k_ref, k_new, mx.array([pos]), axes=(2,))
+        v_ref = mx.slice_update(v_ref, v_new, mx.array([pos]), axes=(2,))
+        want = mx.fast.scaled_dot_product_attention(
+            q, k_ref[:, :, : pos + 1], v_ref[:, :, : pos + 1], scale=d**-0.5
+        )
+        np.testing.assert_allclose(f32(out), f32(want), **tol(dtype))
+        mx.eval(out)
+        np.testing.assert_array_equal(f32(k_buf), f32(k_ref))
+        np.testing.assert_array_equal(f32(v_buf), f32(v_ref))

@@ -19,7 +19,7 @@ from mlx_core.kernels.backend import resolve_backend
 
 _WARPS = 4
 _TARGET_BLOCKS = 528  # ~4 blocks per SM on a 132-SM H100; more splits only add merge work
-_MIN_KEYS_PER_SPLIT = 64
+_MIN_KEYS_PER_SPLIT = 32
 _MAX_SPLITS = 256
 _MAX_REGS = 64  # G * D / 32 floats of accumulator per lane (and G * D * 16 bytes of shared memory)
 
@@ -30,7 +30,7 @@ ValidLength = int | mx.array | None
 def _partial_kernel() -> Any:
     return mx.fast.cuda_kernel(
         name="mlx_core_decode_attention_partial",
-        input_names=["queries", "keys", "values", "lengths", "softmax_scale"],
+        input_names=["queries", "keys", "values", "lengths", "softmax_scale", "k_new", "v_new"],
         output_names=["part_o", "part_ml"],
         source=kernel_source("decode_attention_partial.cu"),
         header=kernel_source("common.cuh"),
@@ -82,14 +82,26 @@ def decode_attention_cuda(
     *,
     splits: int | None = None,
     init_value: float | None = None,
+    append: tuple[mx.array, mx.array] | None = None,
 ) -> mx.array:
-    """Launch both CUDA passes (no validation); ``lengths`` is int32 ``[B]``."""
+    """Launch both CUDA passes (no validation); ``lengths`` is int32 ``[B]``.
+
+    ``append=(k_new, v_new)`` ([B, Hkv, 1, D]): row ``lengths - 1`` is that new token, written into ``k``
+    and ``v`` in place by the kernel (see :func:`decode_attention_append`).
+    """
     b, hq, _, d = q.shape
     hkv, lk = k.shape[1], k.shape[2]
     splits = splits or num_splits(b, hkv, lk)
+    k_new, v_new = append if append is not None else (q, q)  # unread placeholders without APPEND
     part_o, part_ml = _partial_kernel()(
-        inputs=[q, k, v, lengths, _scale_array(float(scale))],
-        template=[("T", q.dtype), ("G", hq // hkv), ("EPL", d // 32), ("NW", _WARPS)],
+        inputs=[q, k, v, lengths, _scale_array(float(scale)), k_new, v_new],
+        template=[
+            ("T", q.dtype),
+            ("G", hq // hkv),
+            ("EPL", d // 32),
+            ("NW", _WARPS),
+            ("APPEND", append is not None),
+        ],
         grid=(b * hkv * splits * _WARPS * 32, 1, 1),
         threadgroup=(_WARPS * 32, 1, 1),
         output_shapes=[(b, hq, splits, d), (b, hq, splits, 2)],
@@ -141,6 +153,33 @@ def _fallback(
     return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask[:, None, None, :])
 
 
+def _checked(q: Any, k: Any, v: Any, scale: Any) -> tuple[mx.array, mx.array, mx.array]:
+    """Validate decode-attention operands (types, ranks, shapes, dtypes); return them as arrays."""
+    q = require_array("q", q)
+    k = require_array("k", k)
+    v = require_array("v", v)
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        require_float(name, a)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise TypeError(f"scale must be a Python float, got {type(scale).__name__}.")
+    if q.ndim != 4 or q.shape[2] != 1:
+        raise ValueError(f"q must be [B, Hq, 1, D] (one query token), got shape {tuple(q.shape)}.")
+    if k.ndim != 4 or k.shape != v.shape:
+        raise ValueError(
+            f"k and v must both be [B, Hkv, Lk, D] with equal shapes, "
+            f"got {tuple(k.shape)} and {tuple(v.shape)}."
+        )
+    if k.shape[0] != q.shape[0] or k.shape[3] != q.shape[3]:
+        raise ValueError(f"batch or head dim differ: q {tuple(q.shape)} vs k {tuple(k.shape)}.")
+    if k.shape[1] == 0 or q.shape[1] % k.shape[1] != 0:
+        raise ValueError(f"query heads ({q.shape[1]}) must be a multiple of kv heads ({k.shape[1]}).")
+    if k.shape[2] == 0:
+        raise ValueError("k and v have no keys (Lk = 0).")
+    if not q.dtype == k.dtype == v.dtype:
+        raise TypeError(f"q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}.")
+    return q, k, v
+
+
 def decode_attention(
     q: mx.array,
     k: mx.array,
@@ -165,28 +204,7 @@ def decode_attention(
     Returns:
         ``[B, Hq, 1, D]`` in ``q``'s dtype.
     """
-    q = require_array("q", q)
-    k = require_array("k", k)
-    v = require_array("v", v)
-    for name, a in (("q", q), ("k", k), ("v", v)):
-        require_float(name, a)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise TypeError(f"scale must be a Python float, got {type(scale).__name__}.")
-    if q.ndim != 4 or q.shape[2] != 1:
-        raise ValueError(f"q must be [B, Hq, 1, D] (one query token), got shape {tuple(q.shape)}.")
-    if k.ndim != 4 or k.shape != v.shape:
-        raise ValueError(
-            f"k and v must both be [B, Hkv, Lk, D] with equal shapes, "
-            f"got {tuple(k.shape)} and {tuple(v.shape)}."
-        )
-    if k.shape[0] != q.shape[0] or k.shape[3] != q.shape[3]:
-        raise ValueError(f"batch or head dim differ: q {tuple(q.shape)} vs k {tuple(k.shape)}.")
-    if k.shape[1] == 0 or q.shape[1] % k.shape[1] != 0:
-        raise ValueError(f"query heads ({q.shape[1]}) must be a multiple of kv heads ({k.shape[1]}).")
-    if k.shape[2] == 0:
-        raise ValueError("k and v have no keys (Lk = 0).")
-    if not q.dtype == k.dtype == v.dtype:
-        raise TypeError(f"q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}.")
+    q, k, v = _checked(q, k, v, scale)
     lengths = _lengths_array(valid_length, q.shape[0], k.shape[2])
     impl = resolve_backend(backend, q.dtype)
     if impl == "cuda" and kernel_supports(q, k):
@@ -194,3 +212,50 @@ def decode_attention(
             lengths = _full_lengths(q.shape[0], k.shape[2])
         return decode_attention_cuda(q, k, v, float(scale), lengths)
     return _fallback(q, k, v, float(scale), valid_length, lengths)
+
+
+def decode_attention_append(
+    q: mx.array,
+    k_cache: mx.array,
+    v_cache: mx.array,
+    k_new: mx.array,
+    v_new: mx.array,
+    position: int | mx.array,
+    scale: float,
+    *,
+    backend: str | None = None,
+) -> tuple[mx.array, mx.array, mx.array]:
+    """Append one token's key/value at row ``position`` of fixed-size caches and attend over rows
+    ``[0, position]``: ``(out [B, Hq, 1, D], k_cache, v_cache)`` with the caches holding the new row.
+
+    On CUDA the new row is written *in place* by the attention kernel itself, so a decode step neither
+    copies the cache buffers (``mx.slice_update`` copies a whole buffer whenever MLX cannot donate it,
+    e.g. while an earlier step that reads it is still in flight) nor launches separate write kernels;
+    the returned caches are the same arrays. The caller must own ``k_cache``/``v_cache``: evaluated,
+    row-strided buffers that nothing else reads as a snapshot (a `StaticKVCache`'s buffers). Elsewhere
+    (CPU, Metal, shapes the kernel does not cover) it is ``mx.slice_update`` + :func:`decode_attention`
+    and the returned caches are new arrays. ``position`` is an int or an int32 scalar array (on the
+    device, so a compiled step keeps fixed shapes).
+    """
+    q, k_cache, v_cache = _checked(q, k_cache, v_cache, scale)
+    k_new = require_array("k_new", k_new)
+    v_new = require_array("v_new", v_new)
+    if k_new.ndim != 4 or k_new.shape[2] != 1 or k_new.shape != v_new.shape:
+        raise ValueError(
+            f"k_new and v_new must both be [B, Hkv, 1, D], got {tuple(k_new.shape)} and {tuple(v_new.shape)}."
+        )
+    if k_new.shape[:2] != k_cache.shape[:2] or k_new.shape[3] != k_cache.shape[3]:
+        raise ValueError(f"k_new {tuple(k_new.shape)} does not match the cache {tuple(k_cache.shape)}.")
+    if k_new.dtype != k_cache.dtype or v_new.dtype != v_cache.dtype:
+        raise TypeError(f"new keys/values ({k_new.dtype}) must have the cache dtype ({k_cache.dtype}).")
+    pos = mx.array(position, dtype=mx.int32) if isinstance(position, int) else position.astype(mx.int32)
+    lengths = mx.broadcast_to(pos.reshape(-1) + 1, (q.shape[0],))
+    impl = resolve_backend(backend, q.dtype)
+    if impl == "cuda" and kernel_supports(q, k_cache):
+        out = decode_attention_cuda(q, k_cache, v_cache, float(scale), lengths, append=(k_new, v_new))
+        return out, k_cache, v_cache
+    start = pos.reshape(1)
+    k_cache = mx.slice_update(k_cache, k_new, start, axes=(2,))
+    v_cache = mx.slice_update(v_cache, v_new, start, axes=(2,))
+    out = decode_attention(q, k_cache, v_cache, scale, pos + 1, backend=backend)
+    return out, k_cache, v_cache

@@ -165,6 +165,7 @@ from mlx_core.kernels import (
     backend,
     clear_backend_cache,
     decode_attention,
+    decode_attention_append,
     fused_modulate,
     fused_swiglu,
 )
@@ -317,6 +318,7 @@ __all__ = [
     "create_attention_mask",
     "create_causal_mask",
     "decode_attention",
+    "decode_attention_append",
     "default_caches",
     "demo_model_path",
     "dequantize",

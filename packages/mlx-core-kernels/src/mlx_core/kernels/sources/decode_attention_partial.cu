@@ -1,10 +1,14 @@
 // Split-K flash-decoding, pass 1: attention of one query token over one split of the keys.
 // Body of an mx.fast.cuda_kernel (inputs not forced contiguous: strides are honoured).
 // Inputs: queries [B, Hq, 1, D], keys / values [B, Hkv, Lk, D] (dtype T, any strides),
-//         lengths [B] int32 (valid keys per batch entry), softmax_scale [1] float32.
+//         lengths [B] int32 (valid keys per batch entry), softmax_scale [1] float32,
+//         k_new / v_new [B, Hkv, 1, D] (read only when APPEND).
+// APPEND: key/value row lengths[b] - 1 is the new token: it is read from k_new / v_new, and the block
+// of split 0 writes it into keys / values at that row *in place* (the caller owns those buffers and
+// wants them updated; no other block of this launch reads that row from memory).
 // Outputs: part_o [B, Hq, splits, D] float32 (unnormalised), part_ml [B, Hq, splits, 2] float32
 //          (running max in log2 units, sum of exponentials).
-// Template: T, G (query heads per kv head), EPL (D / 32 elements per lane), NW (warps per block).
+// Template: T, G (query heads per kv head), EPL (D / 32 elements per lane), NW (warps per block), APPEND.
 // Launch: grid = (B * Hkv * splits * NW * 32, 1, 1), threadgroup = (NW * 32, 1, 1). One block per
 // (batch, kv head, split): each K/V row is read once and used for all G query heads of the group.
 constexpr int DD = EPL * 32;
@@ -62,11 +66,30 @@ for (int g = 0; g < G; ++g) {
   }
 }
 
-for (int t = t0 + warp; t < t1; t += NW) {
-  float kr[EPL];
-  float vr[EPL];
-  mck_load_lane<T, EPL>(kbase + static_cast<long long>(t) * keys_strides[2], keys_strides[3], k_fast, lane, kr);
-  mck_load_lane<T, EPL>(vbase + static_cast<long long>(t) * values_strides[2], values_strides[3], v_fast, lane, vr);
+const long long new_row = APPEND ? static_cast<long long>(len) - 1 : -1;
+const T* knew = k_new + static_cast<long long>(b) * k_new_strides[0] + static_cast<long long>(kvh) * k_new_strides[1];
+const T* vnew = v_new + static_cast<long long>(b) * v_new_strides[0] + static_cast<long long>(kvh) * v_new_strides[1];
+if (APPEND && split == 0 && warp == 0 && new_row >= 0) {
+  T* kdst = const_cast<T*>(kbase) + new_row * keys_strides[2];
+  T* vdst = const_cast<T*>(vbase) + new_row * values_strides[2];
+#pragma unroll
+  for (int i = 0; i < EPL; ++i) {
+    const long long d = lane * EPL + i;
+    kdst[d * keys_strides[3]] = knew[d * k_new_strides[3]];
+    vdst[d * values_strides[3]] = vnew[d * v_new_strides[3]];
+  }
+}
+
+auto load_row = [&](int t, float* kr, float* vr) {
+  if (APPEND && t == new_row) {
+    mck_load_lane<T, EPL>(knew, k_new_strides[3], false, lane, kr);
+    mck_load_lane<T, EPL>(vnew, v_new_strides[3], false, lane, vr);
+  } else {
+    mck_load_lane<T, EPL>(kbase + static_cast<long long>(t) * keys_strides[2], keys_strides[3], k_fast, lane, kr);
+    mck_load_lane<T, EPL>(vbase + static_cast<long long>(t) * values_strides[2], values_strides[3], v_fast, lane, vr);
+  }
+};
+auto accumulate = [&](const float* kr, const float* vr) {
 #pragma unroll
   for (int g = 0; g < G; ++g) {
     float part = 0.0f;
@@ -84,6 +107,23 @@ for (int t = t0 + warp; t < t1; t += NW) {
       acc[g][i] = acc[g][i] * corr + p * vr[i];
     }
     m[g] = mn;
+  }
+};
+// Two rows per iteration: both rows' loads are in flight before either is used (the loop is bound by
+// memory latency, not bandwidth, at the few rows per warp a decode split holds).
+for (int t = t0 + warp; t < t1; t += 2 * NW) {
+  float kr0[EPL];
+  float vr0[EPL];
+  float kr1[EPL];
+  float vr1[EPL];
+  const bool second = t + NW < t1;
+  load_row(t, kr0, vr0);
+  if (second) {
+    load_row(t + NW, kr1, vr1);
+  }
+  accumulate(kr0, vr0);
+  if (second) {
+    accumulate(kr1, vr1);
   }
 }
 

@@ -143,3 +143,51 @@ def test_env_var_rejects_unknown_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(sdpa_module.DECODE_KERNEL_ENV_VAR, "sometimes")
     with pytest.raises(ValueError, match="auto, 1, 0"):
         sdpa_module._mode_from_env()
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+def test_deferred_static_write_is_appended_by_the_attention(dtype: mx.Dtype) -> None:
+    """A StaticKVCache that deferred its write gets it back from SDPA (CUDA: in place; here: slice_update)."""
+    rng = np.random.default_rng(4)
+    cache, plain = StaticKVCache(40), StaticKVCache(40)
+    prompt = mx.array(rng.standard_normal((1, 2, 12, 32)), dtype)
+    for c in (cache, plain):
+        c.update_and_fetch(prompt, prompt * 0.5)
+    for step in range(3):
+        q = mx.array(rng.standard_normal((1, 8, 1, 32)), dtype)
+        rows = [mx.array(rng.standard_normal((1, 2, 1, 32)), dtype) for _ in range(2)]
+        mask = cache.make_mask(1)
+        with cache.deferred_append():
+            k, v = cache.update_and_fetch(*rows)
+        assert cache.pending_append is not None
+        out = scaled_dot_product_attention(q, k, v, scale=0.2, mask=mask, cache=cache)
+        assert cache.pending_append is None
+        pk, pv = plain.update_and_fetch(*rows)
+        want = scaled_dot_product_attention(q, pk, pv, scale=0.2, mask=mask, cache=plain)
+        np.testing.assert_array_equal(
+            np.array(cache.keys.astype(mx.float32)), np.array(pk.astype(mx.float32))
+        )
+        ref = _naive(*(np.array(a.astype(mx.float32)) for a in (q, pk, pv)), 0.2, 13 + step)
+        tol = 1e-5 if dtype == mx.float32 else 2e-2
+        np.testing.assert_allclose(np.array(out.astype(mx.float32)), ref, atol=tol, rtol=tol)
+        np.testing.assert_allclose(
+            np.array(out.astype(mx.float32)), np.array(want.astype(mx.float32)), atol=tol
+        )
+
+
+def test_deferred_write_with_sinks_falls_back_to_slice_update() -> None:
+    rng = np.random.default_rng(5)
+    cache = StaticKVCache(16)
+    prompt = mx.array(rng.standard_normal((1, 2, 5, 32)), mx.float32)
+    cache.update_and_fetch(prompt, prompt)
+    mask = cache.make_mask(1)
+    row = mx.array(rng.standard_normal((1, 2, 1, 32)), mx.float32)
+    with cache.deferred_append():
+        k, v = cache.update_and_fetch(row, row)
+    q = mx.array(rng.standard_normal((1, 4, 1, 32)), mx.float32)
+    sinks = mx.zeros((4,))
+    out = scaled_dot_product_attention(q, k, v, scale=0.2, mask=mask, cache=cache, sinks=sinks)
+    assert cache.pending_append is None
+    np.testing.assert_array_equal(np.array(cache.keys)[:, :, 5:6], np.array(row))
+    ref = mx.fast.scaled_dot_product_attention(q, cache.keys, cache.values, scale=0.2, mask=mask, sinks=sinks)
+    np.testing.assert_allclose(np.array(out), np.array(ref), atol=1e-6)

@@ -104,3 +104,36 @@ def test_valid_length_follows_position_unless_windowed() -> None:
     assert c.valid_length(c.make_mask(1, window_size=2)) is None  # not a prefix
     assert c.valid_length(mx.ones((1, 8), dtype=mx.bool_)) is None  # unknown provenance
     assert c.valid_length(None) is None
+
+
+def test_deferred_append_protocol() -> None:
+    rng = np.random.default_rng(7)
+    new = [mx.array(rng.standard_normal((1, 2, 1, 8)).astype(np.float32)) for _ in range(2)]
+    c = StaticKVCache(6)
+    c.update_and_fetch(*(mx.array(rng.standard_normal((1, 2, 3, 8)).astype(np.float32)) for _ in range(2)))
+    before_k = np.array(c.keys)
+    with c.deferred_append():
+        k, v = c.update_and_fetch(new[0], new[1])
+    # Nothing written yet: the returned buffers lack the new row, the position already counts it.
+    np.testing.assert_array_equal(np.array(k), before_k)
+    assert c.pending_append is not None and c.offset == 4
+    k, v = c.apply_pending_append()
+    assert c.pending_append is None
+    np.testing.assert_array_equal(np.array(k)[:, :, 3:4], np.array(new[0]))
+    np.testing.assert_array_equal(np.array(v)[:, :, 3:4], np.array(new[1]))
+    np.testing.assert_array_equal(np.array(k)[:, :, :3], before_k[:, :, :3])
+    # `state` and an ordinary update both flush a pending row first; prompts (S > 1) never defer.
+    with c.deferred_append():
+        c.update_and_fetch(new[1], new[0])
+        assert c.pending_append is not None
+        state = c.state
+        assert c.pending_append is None
+        np.testing.assert_array_equal(np.array(state[0])[:, :, 4:5], np.array(new[1]))
+        c.trim(1)
+        c.update_and_fetch(new[0], new[1])
+        c.update_and_fetch(new[1], new[0])  # a second write in one step: the first is applied then
+        np.testing.assert_array_equal(np.array(c.keys)[:, :, 4:5], np.array(new[0]))
+        c.apply_pending_append()
+        np.testing.assert_array_equal(np.array(c.keys)[:, :, 5:6], np.array(new[1]))
+    c.reset()
+    assert c.pending_append is None and c.keys is None

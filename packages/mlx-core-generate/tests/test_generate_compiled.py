@@ -15,10 +15,12 @@ from mlx_core.generate import (
     CompiledDecodeStep,
     Generate,
     GenerateError,
+    clear_compiled_steps,
     make_logits_processors,
     make_sampler,
     prefill,
 )
+from mlx_core.generate import compiled as compiled_module
 
 STEPS = 40
 SAMPLERS = {
@@ -316,3 +318,47 @@ def test_new_weights_get_a_new_trace(tiny_lm: TinyLM) -> None:
     again, gen = _run(model, prompt, True)
     eager, _ = _run(model, prompt, False)
     assert gen.compiled and again == eager and again != first
+
+
+class AppendingAttention(TinyAttention):
+    """Completes a `StaticKVCache`'s deferred one-token write itself, as mlx_core.attn's SDPA does."""
+
+    def __call__(self, x: mx.array, mask: Any, cache: Any) -> mx.array:
+        B, L, _ = x.shape
+        q = self.q(x).reshape(B, L, self.heads, self.hd).transpose(0, 2, 1, 3)
+        k, v = mx.split(self.kv(x).reshape(B, L, 2 * self.kv_heads, self.hd).transpose(0, 2, 1, 3), 2, axis=1)
+        q, k = self.rope(q, offset=cache.offset), self.rope(k, offset=cache.offset)
+        k, v = cache.update_and_fetch(k, v)
+        if getattr(cache, "pending_append", None) is not None:
+            AppendingAttention.deferred += 1
+            k, v = cache.apply_pending_append()
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.hd**-0.5, mask=mask)
+        return self.o(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+
+    deferred = 0
+
+
+def test_deferred_cache_writes_kept_when_attention_completes_them(tiny_lm: TinyLM) -> None:
+    model = TinyLM()
+    model.update(tiny_lm.parameters())
+    model.layers = [AppendingAttention(32, 4, 2) for _ in model.layers]
+    model.update(tiny_lm.parameters())
+    prompt = _prompt(9, seed=21)
+    eager, _ = _run(model, prompt, False, temperature=0.7)
+    AppendingAttention.deferred = 0
+    clear_compiled_steps()
+    compiled, gen = _run(model, prompt, True, temperature=0.7)
+    assert gen.compiled and compiled == eager and len(set(compiled)) > 5
+    assert AppendingAttention.deferred == len(model.layers)  # traced once, one deferred write per layer
+    (trace,) = compiled_module._ENTRIES.values()
+    assert trace.defer_append is True
+
+
+def test_deferred_writes_dropped_for_attention_that_ignores_them(tiny_lm: TinyLM) -> None:
+    clear_compiled_steps()
+    prompt = _prompt(9, seed=22)
+    eager, _ = _run(tiny_lm, prompt, False)
+    compiled, gen = _run(tiny_lm, prompt, True)
+    assert gen.compiled and compiled == eager
+    (trace,) = compiled_module._ENTRIES.values()
+    assert trace.defer_append is False  # retraced with ordinary writes after the first trace

@@ -26,7 +26,7 @@ from typing import Any
 import mlx.core as mx
 from mlx_core.attn.errors import AttentionShapeError
 from mlx_core.attn.mask import AttentionMask, mask_to_array
-from mlx_core.kernels import backend, decode_attention
+from mlx_core.kernels import backend, decode_attention, decode_attention_append
 
 __all__ = ["quantized_scaled_dot_product_attention", "scaled_dot_product_attention", "use_decode_kernel"]
 
@@ -141,6 +141,11 @@ def scaled_dot_product_attention(
             "keys/values are quantized tuples but no quantized cache was given; pass cache= the "
             "QuantizedKVCache that produced them (it supplies group_size and bits)."
         )
+    if getattr(cache, "pending_append", None) is not None:
+        out = _append_and_attend(queries, keys, values, scale, mask, cache, sinks)
+        if out is not None:
+            return out
+        keys, values = cache.apply_pending_append()
     _check(queries.shape, keys.shape, values.shape, keys.shape[-1], mask, sinks)
     if (
         _decode_kernel_mode is not False
@@ -155,6 +160,40 @@ def scaled_dot_product_attention(
     if sinks is not None and sinks.dtype != queries.dtype:
         sinks = sinks.astype(queries.dtype)  # mx.fast requires sinks that promote to the output dtype
     return mx.fast.scaled_dot_product_attention(queries, keys, values, scale=scale, mask=mask, sinks=sinks)
+
+
+def _append_and_attend(
+    queries: mx.array,
+    keys: mx.array,
+    values: mx.array,
+    scale: float,
+    mask: AttentionMask,
+    cache: Any,
+    sinks: mx.array | None,
+) -> mx.array | None:
+    """A `StaticKVCache` deferred its one-token write (``pending_append``): write and attend in one go.
+
+    Returns ``None`` (the caller then writes the row the ordinary way) unless this is plain decode
+    attention over the cache's prefix: one query, no sinks, one dtype, the cache's own mask.
+    """
+    new_keys, new_values, position = cache.pending_append
+    if (
+        _decode_kernel_mode is False
+        or queries.shape[2] != 1
+        or sinks is not None
+        or not queries.dtype == keys.dtype == values.dtype
+        or keys.shape != values.shape
+        or mask is None
+        or isinstance(mask, str)
+        or cache.valid_length(mask) is None
+    ):
+        return None
+    _check(queries.shape, keys.shape, values.shape, keys.shape[-1], None, None)
+    out, keys, values = decode_attention_append(
+        queries, keys, values, new_keys, new_values, position, float(scale)
+    )
+    cache.complete_append(keys, values)
+    return out
 
 
 def _decode_kernel_length(

@@ -45,7 +45,10 @@ class StaticKVCache(BaseCache):
     """
 
     _array_offset: bool = False
+    _defer_append: bool = False
     _prefix_mask: Any = None  # the last window-free mask any StaticKVCache made (see valid_length)
+    #: ``(keys, values, position)`` of a one-token update not yet written (see `deferred_append`).
+    pending_append: tuple[mx.array, mx.array, mx.array] | None = None
 
     def __init__(self, max_size: int) -> None:
         if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size <= 0:
@@ -90,6 +93,39 @@ class StaticKVCache(BaseCache):
         finally:
             self._array_offset = previous
 
+    @contextmanager
+    def deferred_append(self, enabled: bool = True) -> Iterator[StaticKVCache]:
+        """Within the block a one-token ``update_and_fetch`` (buffers already allocated) does not write:
+        it advances ``position``, records ``pending_append`` and returns the buffers *without* the new
+        row, for an attention that appends and attends in one kernel (``mlx_core.attn`` on CUDA, via
+        ``mlx_core.kernels.decode_attention_append``) and then calls `complete_append`. Any other
+        consumer must call `apply_pending_append` first. Used while tracing a compiled decode step,
+        which checks that every pending append was completed.
+        """
+        previous = self._defer_append
+        self._defer_append = enabled
+        try:
+            yield self
+        finally:
+            self._defer_append = previous
+
+    def complete_append(self, keys: mx.array, values: mx.array) -> None:
+        """Store the buffers that now hold the pending row (the appending attention returned them)."""
+        self.compile_state[0], self.compile_state[1] = keys, values
+        self.pending_append = None
+
+    def apply_pending_append(self) -> tuple[mx.array, mx.array]:
+        """Write a pending row the ordinary way (``mx.slice_update``); return the full buffers."""
+        pending = self.pending_append
+        if pending is not None:
+            keys, values, pos = pending
+            start = pos.reshape(1)
+            self.complete_append(
+                mx.slice_update(self.compile_state[0], keys, start, axes=(2,)),
+                mx.slice_update(self.compile_state[1], values, start, axes=(2,)),
+            )
+        return self.compile_state[0], self.compile_state[1]
+
     def allocate(
         self,
         batch: int,
@@ -119,6 +155,14 @@ class StaticKVCache(BaseCache):
             B, H, _, Dk = keys.shape
             self.allocate(B, H, Dk, values.shape[3], keys.dtype)
         pos = self.position
+        if self._defer_append and S == 1:
+            self.apply_pending_append()  # a model that updates twice per step gets ordinary writes
+            self.pending_append = (keys, values, pos)
+            self.compile_state[2] = pos + 1
+            if not self._array_offset:
+                self._written += 1
+            return self.compile_state[0], self.compile_state[1]
+        self.apply_pending_append()
         start = pos.reshape(1)
         k = mx.slice_update(self.compile_state[0], keys, start, axes=(2,))
         v = mx.slice_update(self.compile_state[1], values, start, axes=(2,))
@@ -163,6 +207,7 @@ class StaticKVCache(BaseCache):
 
     def reset(self) -> None:
         self.compile_state[:] = [None, None, mx.array(0, dtype=mx.int32)]
+        self.pending_append = None
         self._written = 0
         self._layout = None
 
@@ -175,6 +220,7 @@ class StaticKVCache(BaseCache):
     @property
     def state(self) -> list[mx.array]:
         """``[keys, values, position]`` with the full fixed-size buffers (no host sync)."""
+        self.apply_pending_append()
         return [] if self.keys is None else list(self.compile_state)
 
     @state.setter

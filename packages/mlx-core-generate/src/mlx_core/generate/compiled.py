@@ -98,9 +98,15 @@ def _layout(c: StaticKVCache) -> tuple[Any, ...]:
 class _Trace:
     """One compiled function over stand-in caches (reused by every step with the same key)."""
 
-    def __init__(self, model: Any, sampler: Callable[[mx.array], mx.array], n_caches: int) -> None:
+    def __init__(
+        self, model: Any, sampler: Callable[[mx.array], mx.array], n_caches: int, defer_append: bool = True
+    ) -> None:
         self.model_ref = weakref.ref(model) if _weakrefable(model) else (lambda m=model: m)
         self.sampler = sampler
+        # Deferred cache writes: the attention appends the new K/V row itself (in place on CUDA), so a
+        # step neither copies the cache buffers nor launches write kernels. Kept only if the trace shows
+        # the model's attention completed every pending append (see StaticKVCache.deferred_append).
+        self.defer_append = defer_append
         self.proxies = [StaticKVCache(1) for _ in range(n_caches)]
         # The parameters are constants of the trace (as compile inputs they would be flattened every
         # step: ~0.1-0.3 ms for a 28-layer model); `weights` is checked once per step object instead.
@@ -115,9 +121,16 @@ class _Trace:
         with ExitStack() as stack:
             for p in self.proxies:
                 stack.enter_context(p.array_offset())
+                stack.enter_context(p.deferred_append(self.defer_append))
             logits = forward_logits(model, tokens.reshape(-1, 1), self.proxies)[:, -1, :]
+            if any(p.pending_append is not None for p in self.proxies):
+                raise _AppendNotCompleted
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         return self.sampler(logprobs).astype(mx.int32)
+
+
+class _AppendNotCompleted(Exception):
+    """The traced model attended without completing a deferred cache write: trace it again without."""
 
 
 def _weights(model: Any) -> list[mx.array]:
@@ -179,15 +192,24 @@ class CompiledDecodeStep:
         key = cast(Sequence[mx.array], mx.random.state)[0]
         try:
             out = trace.fn(tokens)
-        except BaseException:
+        except BaseException as exc:
             for p in trace.proxies:  # the caller's caches were never touched
                 p.reset()
-            for k, v in list(_ENTRIES.items()):
-                if v is trace:
-                    del _ENTRIES[k]
+            dict_key = next((k for k, v in _ENTRIES.items() if v is trace), None)
+            if dict_key is not None:
+                del _ENTRIES[dict_key]
             hi, lo = (int(v) for v in cast(list[int], key.tolist()))  # key: uint32 [2]
             mx.random.seed((hi << 32) | lo)
-            raise
+            if not isinstance(exc, _AppendNotCompleted) or dict_key is None:
+                raise
+            # Retrace with ordinary cache writes (the model's attention is not one that appends).
+            model = trace.model_ref()
+            self._trace = _Trace(model, trace.sampler, len(trace.proxies), defer_append=False)
+            _ENTRIES[dict_key] = self._trace
+            for p, c in zip(self._trace.proxies, self.caches, strict=True):
+                p.max_size, p._layout = c.max_size, c._layout
+                p.compile_state[:] = c.compile_state
+            return self._first_call(tokens)
         trace.traced = True
         return out
 
@@ -208,6 +230,7 @@ class CompiledDecodeStep:
             p.compile_state[:] = c.compile_state
         run = trace.fn if trace.traced else self._first_call
         out = run(tokens.reshape(-1))
+        proxies = self._trace.proxies  # a first call may have replaced the trace
         for i, (p, c) in enumerate(zip(proxies, self.caches, strict=True)):
             c.compile_state[:] = p.compile_state
             p.compile_state[0] = p.compile_state[1] = None  # do not keep the buffers alive

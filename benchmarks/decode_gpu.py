@@ -241,6 +241,16 @@ def bench_config(cfg: Config, args: argparse.Namespace, on_gpu: bool) -> list[tu
             return run_ours(ref_model[0], prompt, n, True)
 
         variants.append(("ref model compiled", reference))
+        fused_model: list[nn.Module] = []
+
+        def reference_fused() -> tuple[list[int], float]:
+            if not fused_model:
+                from mlx_core.models import fuse_projections
+
+                fused_model.append(fuse_projections(build_reference_model(cfg, model)))
+            return run_ours(fused_model[0], prompt, n, True)
+
+        variants.append(("ref model compiled, fused", reference_fused))
     base_tps: float | None = None
     base_tokens: list[int] | None = None
     for name, fn in variants:

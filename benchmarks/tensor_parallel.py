@@ -74,12 +74,12 @@ def _build(
     return model
 
 
-def _decode_tps(impl: str, model: Any, prompt: list[int], tokens: int) -> float:
+def _decode_tps(impl: str, model: Any, prompt: list[int], tokens: int, compile: bool = True) -> float:
     """Decode tokens/s (first token excluded: it carries the prefill)."""
     if impl == "ours":
         from mlx_core.generate import Generate
 
-        it = iter(Generate(model, prompt, max_tokens=tokens))
+        it = iter(Generate(model, prompt, max_tokens=tokens, compile="auto" if compile else False))
     else:
         import mlx.core as mx
         from mlx_lm.generate import generate_step
@@ -129,8 +129,11 @@ def worker(args: argparse.Namespace) -> None:
     else:
         model = _build(args.impl, config, group, dtype, args.shard_lm_head, args.for_training)
         prompt = [int(t) for t in mx.random.randint(0, config["vocab_size"], (32,)).tolist()]
-        _decode_tps(args.impl, model, prompt, min(args.tokens, 32))  # warm-up
-        result["tps"] = [_decode_tps(args.impl, model, prompt, args.tokens) for _ in range(args.repeats)]
+        compile = not args.eager
+        _decode_tps(args.impl, model, prompt, min(args.tokens, 32), compile)  # warm-up
+        result["tps"] = [
+            _decode_tps(args.impl, model, prompt, args.tokens, compile) for _ in range(args.repeats)
+        ]
         result["peak_gb"] = mx.get_peak_memory() / 1e9
     if group is None or group.rank() == 0:
         Path(args.out).write_text(json.dumps(result))
@@ -215,9 +218,13 @@ def launcher(args: argparse.Namespace) -> None:
         ("ours 2 dev", ["--impl", "ours"], 2),
         ("ours 2 dev, vocab-split head", ["--impl", "ours", "--shard-lm-head"], 2),
         ("ours 2 dev, MLX's layers as is (for_training)", ["--impl", "ours", "--for-training"], 2),
+        ("ours 2 dev, eager loop", ["--impl", "ours", "--eager"], 2),
     ]
     if have_lm:
         plan += [("mlx-lm 1 dev", ["--impl", "mlx-lm"], 1), ("mlx-lm shard() 2 dev", ["--impl", "mlx-lm"], 2)]
+    if args.rows:
+        wanted = [w.strip() for w in args.rows.split(";") if w.strip()]
+        plan = [row for row in plan if row[0] in wanted]
     print(f"backend {backend}, {gpus} CUDA devices, model {'quick' if args.quick else 'Llama-3-8B shape'}, "
           f"{dtype}, {tokens} new tokens, mlx {mx.__version__}")  # fmt: skip
     rows: dict[tuple[str, str], float] = {}
@@ -258,6 +265,7 @@ def main() -> None:
     p.add_argument(
         "--graphs", choices=("both", "graphs", "no-graphs"), default="both", help="CUDA graph modes"
     )
+    p.add_argument("--rows", default="", help="only these configurations (exact names, ';'-separated)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--impl", default="ours", help=argparse.SUPPRESS)
     p.add_argument("--backend", default="none", help=argparse.SUPPRESS)
@@ -266,6 +274,7 @@ def main() -> None:
     p.add_argument("--half", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--shard-lm-head", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--for-training", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--eager", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
     worker(args) if args.worker else launcher(args)

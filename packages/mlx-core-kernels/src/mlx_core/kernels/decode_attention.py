@@ -18,7 +18,7 @@ from mlx_core.kernels._validate import require_array, require_float
 from mlx_core.kernels.backend import resolve_backend
 
 _WARPS = 4
-_TARGET_BLOCKS = 528  # ~4 blocks per SM on a 132-SM H100; more splits only add merge work
+_TARGET_BLOCKS = 264  # ~2 blocks per SM on a 132-SM H100; more splits only add merge work
 _MIN_KEYS_PER_SPLIT = 32
 _MAX_SPLITS = 256
 _MAX_REGS = 64  # G * D / 32 floats of accumulator per lane (and G * D * 16 bytes of shared memory)
@@ -51,6 +51,37 @@ def _combine_kernel() -> Any:
 
 
 @functools.cache
+def _append_rows_kernel() -> Any:
+    return mx.fast.cuda_kernel(
+        name="mlx_core_append_rows",
+        input_names=["keys", "values", "k_new", "v_new", "position"],
+        output_names=["done"],
+        source=kernel_source("append_rows.cu"),
+        ensure_row_contiguous=False,
+    )
+
+
+def append_rows_in_place(
+    k_cache: mx.array, v_cache: mx.array, k_new: mx.array, v_new: mx.array, position: mx.array
+) -> mx.array:
+    """CUDA: write ``k_new``/``v_new`` [B, Hkv, 1, D] at row ``position`` of the caches in place.
+
+    Returns a one-element token array; an op that must see the new row has to take the token (or
+    something computed from it) as an input, since MLX does not know the caches changed.
+    """
+    b, h, _, d = k_cache.shape
+    (done,) = _append_rows_kernel()(
+        inputs=[k_cache, v_cache, k_new, v_new, position.astype(mx.int32).reshape(1)],
+        template=[("T", k_cache.dtype)],
+        grid=(b * h * d, 1, 1),
+        threadgroup=(128, 1, 1),
+        output_shapes=[(1,)],
+        output_dtypes=[mx.float32],
+    )
+    return done
+
+
+@functools.cache
 def _scale_array(scale: float) -> mx.array:
     return mx.array([scale], dtype=mx.float32)
 
@@ -70,7 +101,7 @@ def kernel_supports(q: mx.array, k: mx.array) -> bool:
     """Whether the CUDA kernel covers these shapes (else the mx.fast path is used)."""
     _, hq, _, d = q.shape
     group = hq // k.shape[1]
-    return d % 32 == 0 and group * (d // 32) <= _MAX_REGS and k.shape[2] >= 1 and k.size < 2**31
+    return d % 32 == 0 and d <= 1024 and group * (d // 32) <= _MAX_REGS and k.shape[2] >= 1 and k.size < 2**31
 
 
 def decode_attention_cuda(
@@ -109,9 +140,9 @@ def decode_attention_cuda(
     )
     (out,) = _combine_kernel()(
         inputs=[part_o, part_ml],
-        template=[("T", q.dtype)],
-        grid=(b * hq * d, 1, 1),
-        threadgroup=(128, 1, 1),
+        template=[("T", q.dtype), ("MAX_SPLITS", _MAX_SPLITS)],
+        grid=(b * hq * max(d, 32), 1, 1),
+        threadgroup=(max(d, 32), 1, 1),
         output_shapes=[(b, hq, 1, d)],
         output_dtypes=[q.dtype],
         init_value=init_value,

@@ -234,17 +234,6 @@ def bench_config(cfg: Config, args: argparse.Namespace, on_gpu: bool) -> list[tu
 
         variants.append(("ours compiled+kernels", with_kernels))
 
-        def with_fast_attention() -> tuple[list[int], float]:
-            from mlx_core.attn import use_append_attention
-
-            use_append_attention("mx.fast")
-            try:
-                with attn_sdpa_in(model):
-                    return run_ours(model, prompt, n, True)
-            finally:
-                use_append_attention("kernel")
-
-        variants.append(("ours compiled, write+mx.fast", with_fast_attention))
         ref_model: list[nn.Module] = []
 
         def reference() -> tuple[list[int], float]:

@@ -195,34 +195,27 @@ def test_deferred_write_with_sinks_falls_back_to_slice_update() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not mx.cuda.is_available(), reason="needs MLX's CUDA backend")
-@pytest.mark.parametrize("mode", ["kernel", "mx.fast"])
-def test_cuda_deferred_writes_land_in_place(mode: str) -> None:
-    from mlx_core.attn import use_append_attention
-
+def test_cuda_deferred_writes_land_in_place() -> None:
     rng = np.random.default_rng(9)
     cache, plain = StaticKVCache(1024), StaticKVCache(1024)
     prompt = mx.array(rng.standard_normal((1, 8, 700, 128)), mx.bfloat16)
     for c in (cache, plain):
         c.update_and_fetch(prompt, prompt * 0.5)
     mx.eval(cache.keys, cache.values, plain.keys, plain.values)
-    use_append_attention(mode)
-    try:
-        for _ in range(4):
-            q = mx.array(rng.standard_normal((1, 32, 1, 128)), mx.bfloat16)
-            rows = [mx.array(rng.standard_normal((1, 8, 1, 128)), mx.bfloat16) for _ in range(2)]
-            mask = cache.make_mask(1)
-            buffers = (cache.keys, cache.values)
-            with cache.deferred_append():
-                k, v = cache.update_and_fetch(*rows)
-            out = scaled_dot_product_attention(q, k, v, scale=128**-0.5, mask=mask, cache=cache)
-            assert cache.keys is buffers[0] and cache.values is buffers[1]  # no new buffers: written in place
-            pk, pv = plain.update_and_fetch(*rows)
-            want = mx.fast.scaled_dot_product_attention(q, pk, pv, scale=128**-0.5, mask=mask)
-            np.testing.assert_allclose(
-                np.array(out.astype(mx.float32)), np.array(want.astype(mx.float32)), atol=2e-2, rtol=2e-2
-            )
-            np.testing.assert_array_equal(
-                np.array(cache.keys.astype(mx.float32)), np.array(pk.astype(mx.float32))
-            )
-    finally:
-        use_append_attention("kernel")
+    for _ in range(4):
+        q = mx.array(rng.standard_normal((1, 32, 1, 128)), mx.bfloat16)
+        rows = [mx.array(rng.standard_normal((1, 8, 1, 128)), mx.bfloat16) for _ in range(2)]
+        mask = cache.make_mask(1)
+        buffers = (cache.keys, cache.values)
+        with cache.deferred_append():
+            k, v = cache.update_and_fetch(*rows)
+        out = scaled_dot_product_attention(q, k, v, scale=128**-0.5, mask=mask, cache=cache)
+        assert cache.keys is buffers[0] and cache.values is buffers[1]  # no new buffers: written in place
+        pk, pv = plain.update_and_fetch(*rows)
+        want = mx.fast.scaled_dot_product_attention(q, pk, pv, scale=128**-0.5, mask=mask)
+        np.testing.assert_allclose(
+            np.array(out.astype(mx.float32)), np.array(want.astype(mx.float32)), atol=2e-2, rtol=2e-2
+        )
+        np.testing.assert_array_equal(
+            np.array(cache.keys.astype(mx.float32)), np.array(pk.astype(mx.float32))
+        )

@@ -25,7 +25,6 @@ from mlx_core.attn.rope_config import (
 from mlx_core.attn.sdpa import (
     quantized_scaled_dot_product_attention,
     scaled_dot_product_attention,
-    use_append_attention,
     use_decode_kernel,
 )
 
@@ -53,7 +52,6 @@ __all__ = [
     "rope_type_of",
     "rope_wavelengths",
     "scaled_dot_product_attention",
-    "use_append_attention",
     "use_decode_kernel",
     "yarn_get_mscale",
 ]

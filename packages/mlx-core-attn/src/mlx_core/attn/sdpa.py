@@ -27,7 +27,6 @@ import mlx.core as mx
 from mlx_core.attn.errors import AttentionShapeError
 from mlx_core.attn.mask import AttentionMask, mask_to_array
 from mlx_core.kernels import backend, decode_attention, decode_attention_append
-from mlx_core.kernels.decode_attention import append_rows_in_place
 
 __all__ = ["quantized_scaled_dot_product_attention", "scaled_dot_product_attention", "use_decode_kernel"]
 
@@ -50,20 +49,6 @@ def use_decode_kernel(enabled: bool | None) -> None:
     mask, including none/causal) or ``False`` (always ``mx.fast``)."""
     global _decode_kernel_mode
     _decode_kernel_mode = None if enabled is None else bool(enabled)
-
-
-_append_attention = "kernel"
-
-
-def use_append_attention(mode: str) -> None:
-    """How CUDA decode steps complete a `StaticKVCache`'s deferred write: ``"kernel"`` (the split-K
-    kernel appends the row and attends, one launch pair) or ``"mx.fast"`` (a one-row in-place write
-    kernel, then ``mx.fast`` attention over the whole buffer with the cache's mask). For A/B measurement.
-    """
-    global _append_attention
-    if mode not in ("kernel", "mx.fast"):
-        raise ValueError(f"append attention mode must be 'kernel' or 'mx.fast'; got {mode!r}")
-    _append_attention = mode
 
 
 QuantizedArray = tuple[mx.array, mx.array, mx.array]
@@ -204,11 +189,6 @@ def _append_and_attend(
     ):
         return None
     _check(queries.shape, keys.shape, values.shape, keys.shape[-1], None, None)
-    if _append_attention == "mx.fast" and backend(queries.dtype) == "cuda":
-        done = append_rows_in_place(keys, values, new_keys, new_values, position)
-        cache.complete_append(keys, values)
-        ordered_mask = mx.logical_and(mask, done == 0.0)  # the attention must wait for the write
-        return mx.fast.scaled_dot_product_attention(queries, keys, values, scale=scale, mask=ordered_mask)
     out, keys, values = decode_attention_append(
         queries, keys, values, new_keys, new_values, position, float(scale)
     )

@@ -1,18 +1,19 @@
-"""The mel pipeline as GPU kernels: on CUDA one fused launch, elsewhere frames + rfft + mel.
+"""The mel pipeline as three GPU launches: windowed frames, ``mx.fft.rfft``, then |X|² · filterbank · log.
 
 On a GPU the generic graph (reflect pad by concatenation, strided frames, window multiply, spectrum
 transposes, gather + weighted sum, clamp, log) is a dozen small launches plus copies, and for one 30 s
-clip that overhead, not arithmetic, is the time. Measured on an H100 (MLX 0.32.4) even three launches
-around ``mx.fft.rfft`` took 0.74 ms per clip, so on CUDA (n_fft <= 1024) the whole pipeline is one
-kernel, one block per frame: reflect/zero padding by index arithmetic, the window, a direct DFT in
-float64 (exact to float32 rounding, no FFT-size or batch dependence), |X|² (or the vocoder's magnitude),
-the band sums of the Slaney/HTK filterbank over each band's non-zero bins only, and the clamped log,
-written mels-first or frames-first.
+clip that overhead, not arithmetic, is the time. Here:
 
-Elsewhere (Metal, or n_fft > 1024) it is three launches: ``frames`` (padding by index arithmetic and the
-window, [B, F, n_fft]), ``mx.fft.rfft``, and ``mel`` (|X|², band sums, log). The band sums run in float32
-over exactly the bins the banded CPU path uses (no TF32 matmul), so results match the float64 references
-to the same tolerance; every frame depends only on its own samples.
+1. ``frames``: reads the unpadded signal, applies the centre reflect/zero pad by index arithmetic and the
+   window, writes [B, F, n_fft] (no padded copy, no strided copy);
+2. ``mx.fft.rfft`` (cuFFT on CUDA);
+3. ``mel``: per output element, |X|² (or the vocoder's magnitude) over the band's non-zero bins only,
+   weighted by the Slaney/HTK filterbank, then the clamped log; written mels-first or frames-first.
+
+Measured on an H100 (MLX 0.32.4), one 30 s clip: the three launches take 0.11 ms (32 clips: 1.3 ms). A
+single fused kernel with a direct float64 DFT per frame was tried and measured 0.44 ms (float32: 0.32 ms):
+the DFT's O(n_fft²) work loses to cuFFT. The band sums run in float32 over exactly the bins the banded
+CPU path uses (no TF32 matmul), so results match the float64 references to the same tolerance.
 
 CUDA kernels are exercised on the lent H100 (``pytest -m gpu`` and the whole audio suite, whose default
 device is the GPU there); the Metal twins follow MLX's documented ``metal_kernel`` conventions
@@ -117,71 +118,6 @@ _MEL_METAL = (
 )
 
 
-# CUDA only: the whole pipeline for one frame per block. The DFT is computed directly in float64 (a
-# frame's window of samples and the twiddle table in shared memory, twiddles by sincospi in double),
-# so |X|² is exact to float32 rounding: better than any float32 FFT, and independent of how many frames
-# a call holds (streaming is bit-exact). n_fft <= 1024 keeps the shared memory under 26 KB.
-_FUSED_MAX_N_FFT = 1024
-_FUSED_THREADS = 256
-_FUSED_CUDA = """
-    constexpr int NF = N_FFT / 2 + 1;
-    __shared__ double frame[N_FFT];
-    __shared__ double cos_t[N_FFT];
-    __shared__ double sin_t[N_FFT];
-    __shared__ float power[NF];
-    const int f = blockIdx.x;
-    const int n_frames = gridDim.x;
-    const long long b = blockIdx.y;
-    const long long t_len = x_shape[1];
-    for (int m = threadIdx.x; m < N_FFT; m += blockDim.x) {
-        double s, c;
-        sincospi(2.0 * m / N_FFT, &s, &c);
-        cos_t[m] = c;
-        sin_t[m] = s;
-        long long p = (long long)f * HOP + m - PAD;
-        float v = 0.0f;
-        if (REFLECT) {
-            if (p < 0) p = -p;
-            if (p >= t_len) p = 2 * (t_len - 1) - p;
-            v = x[b * t_len + p];
-        } else if (p >= 0 && p < t_len) {
-            v = x[b * t_len + p];
-        }
-        frame[m] = (double)(v * window[m]);
-    }
-    __syncthreads();
-    for (int k = threadIdx.x; k < NF; k += blockDim.x) {
-        double re = 0.0, im = 0.0;
-        int idx = 0;
-        for (int n = 0; n < N_FFT; ++n) {
-            re += frame[n] * cos_t[idx];
-            im -= frame[n] * sin_t[idx];
-            idx += k;
-            if (idx >= N_FFT) idx -= N_FFT;
-        }
-        double p = re * re + im * im;
-        if (MAG == 1) p = sqrt(p + (double)consts[0]);
-        else if (MAG == 2) p = pow(p + (double)consts[0], (double)consts[2]);
-        power[k] = (float)p;
-    }
-    __syncthreads();
-    const int n_mels = starts_shape[0];
-    const int width = weights_shape[1];
-    for (int m = threadIdx.x; m < n_mels; m += blockDim.x) {
-        const int s0 = starts[m];
-        const int len = lengths[m];
-        float acc = 0.0f;
-        for (int j = 0; j < len; ++j) acc += weights[m * width + j] * power[s0 + j];
-        if (LOG != 0) {
-            acc = (acc != acc) ? acc : (acc > consts[1] ? acc : consts[1]);
-            acc = (LOG == 1) ? log10f(acc) : logf(acc);
-        }
-        const long long o = FRAMES_FIRST ? (b * n_frames + f) * n_mels + m : (b * n_mels + m) * n_frames + f;
-        out[o] = acc;
-    }
-"""
-
-
 def gpu_backend() -> Backend | None:
     """``"cuda"``/``"metal"`` when MLX's default device is a GPU with that backend, else ``None``."""
     if mx.default_device().type != mx.gpu:
@@ -193,14 +129,6 @@ def gpu_backend() -> Backend | None:
 
 @functools.cache
 def _kernel(kind: str, backend: Backend) -> Any:
-    if kind == "fused":
-        return mx.fast.cuda_kernel(
-            name="mlx_core_audio_fused_mel",
-            input_names=["x", "window", "starts", "lengths", "weights", "consts"],
-            output_names=["out"],
-            source=_FUSED_CUDA,
-            ensure_row_contiguous=True,
-        )
     if kind == "frames":
         inputs, source = ["x", "window"], (_FRAMES_CUDA if backend == "cuda" else _FRAMES_METAL)
     else:
@@ -329,40 +257,9 @@ def gpu_mel_of_signal(
 ) -> mx.array:
     """Mel of ``x`` [B, T] -> [B, n_mels, n_frames] (or frames-first); frame f starts at f * hop - pad.
 
-    CUDA with n_fft <= 1024: one fused kernel (float64 DFT). Otherwise frames kernel, ``mx.fft.rfft``,
-    mel kernel.
+    Three launches: windowed frames, ``mx.fft.rfft``, then |X|² / band sums / log in one kernel.
     """
     n_fft = key[1]
-    if backend == "cuda" and n_fft <= _FUSED_MAX_N_FFT:
-        starts, lengths, weights = band_tables(key)
-        mag, log_mode = _modes(power, magnitude_eps, log)
-        n_mels = starts.shape[0]
-        (out,) = _kernel("fused", backend)(
-            inputs=[
-                x,
-                window,
-                starts,
-                lengths,
-                weights,
-                _consts(float(magnitude_eps), float(log_floor), power / 2.0),
-            ],
-            template=[
-                ("N_FFT", n_fft),
-                ("HOP", hop),
-                ("PAD", pad),
-                ("REFLECT", bool(reflect)),
-                ("MAG", mag),
-                ("LOG", log_mode),
-                ("FRAMES_FIRST", bool(frames_first)),
-            ],
-            grid=(n_frames * _FUSED_THREADS, x.shape[0], 1),
-            threadgroup=(_FUSED_THREADS, 1, 1),
-            output_shapes=[
-                (x.shape[0], n_frames, n_mels) if frames_first else (x.shape[0], n_mels, n_frames)
-            ],
-            output_dtypes=[mx.float32],
-        )
-        return out
     frames = gpu_frames(x, window, n_fft, hop, pad, reflect, n_frames, backend)
     spec = mx.fft.rfft(frames, axis=-1)
     return gpu_mel(spec, key, power, magnitude_eps, log, log_floor, frames_first, backend)

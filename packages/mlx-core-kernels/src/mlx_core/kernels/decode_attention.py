@@ -51,37 +51,6 @@ def _combine_kernel() -> Any:
 
 
 @functools.cache
-def _append_rows_kernel() -> Any:
-    return mx.fast.cuda_kernel(
-        name="mlx_core_append_rows",
-        input_names=["keys", "values", "k_new", "v_new", "position"],
-        output_names=["done"],
-        source=kernel_source("append_rows.cu"),
-        ensure_row_contiguous=False,
-    )
-
-
-def append_rows_in_place(
-    k_cache: mx.array, v_cache: mx.array, k_new: mx.array, v_new: mx.array, position: mx.array
-) -> mx.array:
-    """CUDA: write ``k_new``/``v_new`` [B, Hkv, 1, D] at row ``position`` of the caches in place.
-
-    Returns a one-element token array; an op that must see the new row has to take the token (or
-    something computed from it) as an input, since MLX does not know the caches changed.
-    """
-    b, h, _, d = k_cache.shape
-    (done,) = _append_rows_kernel()(
-        inputs=[k_cache, v_cache, k_new, v_new, position.astype(mx.int32).reshape(1)],
-        template=[("T", k_cache.dtype)],
-        grid=(b * h * d, 1, 1),
-        threadgroup=(128, 1, 1),
-        output_shapes=[(1,)],
-        output_dtypes=[mx.float32],
-    )
-    return done
-
-
-@functools.cache
 def _scale_array(scale: float) -> mx.array:
     return mx.array([scale], dtype=mx.float32)
 

@@ -27,7 +27,6 @@ from mlx_core.attn import (
     rope_type_of,
     rope_wavelengths,
     scaled_dot_product_attention,
-    use_append_attention,
     use_decode_kernel,
     yarn_get_mscale,
 )
@@ -384,7 +383,6 @@ __all__ = [
     "stft",
     "stream_generate",
     "trim_prompt_cache",
-    "use_append_attention",
     "use_decode_kernel",
     "vocoder_mel_spectrogram",
     "yarn_get_mscale",

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 from mlx_core.attn.errors import AttentionShapeError
@@ -145,7 +145,7 @@ def scaled_dot_product_attention(
         out = _append_and_attend(queries, keys, values, scale, mask, cache, sinks)
         if out is not None:
             return out
-        keys, values = cache.apply_pending_append()
+        keys, values = cast(tuple[mx.array, mx.array], cache.apply_pending_append())
     _check(queries.shape, keys.shape, values.shape, keys.shape[-1], mask, sinks)
     if (
         _decode_kernel_mode is not False

@@ -24,16 +24,9 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-
-def median_seconds(fn: Callable[[], object], repeats: int = 7, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+sys.path.insert(0, str(Path(__file__).parent))
+import decode_gpu
+from kernels import time_chain
 
 
 def per_op_costs() -> None:
@@ -49,43 +42,31 @@ def per_op_costs() -> None:
         source="int i = blockIdx.x * blockDim.x + threadIdx.x; if (i < a_shape[1]) out[i] = a[i];",
     )
 
-    def elementwise(n: int) -> mx.array:
-        y = x
-        for _ in range(n):
-            y = y * 1.0001 + 0.0001
-        return y
+    def elementwise(y: mx.array) -> mx.array:
+        return y * 1.0001 + 0.0001
 
-    def gemv(n: int) -> mx.array:
-        y = x
-        for _ in range(n):
-            y = y @ w
-        return y
+    def custom(y: mx.array) -> mx.array:
+        (out,) = copy(
+            inputs=[y], grid=(1024, 1, 1), threadgroup=(256, 1, 1), output_shapes=[(1, 1024)],
+            output_dtypes=[mx.bfloat16],
+        )  # fmt: skip
+        return out
 
-    def custom(n: int) -> mx.array:
-        y = x
-        for _ in range(n):
-            (y,) = copy(
-                inputs=[y],
-                grid=(1024, 1, 1),
-                threadgroup=(256, 1, 1),
-                output_shapes=[(1, 1024)],
-                output_dtypes=[mx.bfloat16],
-            )
-        return y
+    def per_op_us(step: Callable[[mx.array], mx.array], ops_per_step: int = 1) -> float:
+        return time_chain(step, x, chain=400, reps=7, warmup=2) / ops_per_step * 1e6
 
-    n = 400
-    print(f"[{tag}] elementwise: {median_seconds(lambda: mx.eval(elementwise(n))) / (2 * n) * 1e6:.2f} µs/op")
-    print(f"[{tag}] gemv 1024x1024: {median_seconds(lambda: mx.eval(gemv(n))) / n * 1e6:.2f} µs/op")
-    print(f"[{tag}] custom kernel: {median_seconds(lambda: mx.eval(custom(n))) / n * 1e6:.2f} µs/op")
-    print(
-        f"[{tag}] Python graph building: {median_seconds(lambda: elementwise(n)) / (2 * n) * 1e6:.2f} µs/op"
-    )
+    print(f"[{tag}] elementwise: {per_op_us(elementwise, 2):.2f} µs/op")
+    print(f"[{tag}] gemv 1024x1024: {per_op_us(lambda y: y @ w):.2f} µs/op")
+    print(f"[{tag}] custom kernel: {per_op_us(custom):.2f} µs/op")
+    start = time.perf_counter()
+    y = x
+    for _ in range(4000):
+        y = elementwise(y)
+    print(f"[{tag}] Python graph building: {(time.perf_counter() - start) / 8000 * 1e6:.2f} µs/op")
 
 
 def compiled_step(mode: str) -> None:
     """Time (or bracket for ncu) the compiled decode step of a Qwen3-0.6B-shaped bf16 model."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    import decode_gpu
     from mlx_core.cache import StaticKVCache
     from mlx_core.generate import CompiledDecodeStep, make_sampler, prefill
 

@@ -66,8 +66,11 @@ class TinyAttention(nn.Module):
         k, v = mx.split(self.kv(x).reshape(B, L, 2 * self.kv_heads, self.hd).transpose(0, 2, 1, 3), 2, axis=1)
         q, k = self.rope(q, offset=cache.offset), self.rope(k, offset=cache.offset)
         k, v = cache.update_and_fetch(k, v)
-        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.hd**-0.5, mask=mask)
+        out = self.attend(q, k, v, mask, cache)
         return self.o(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+
+    def attend(self, q: mx.array, k: mx.array, v: mx.array, mask: Any, cache: Any) -> mx.array:
+        return mx.fast.scaled_dot_product_attention(q, k, v, scale=self.hd**-0.5, mask=mask)
 
 
 class TinyLM(nn.Module):
@@ -323,19 +326,13 @@ def test_new_weights_get_a_new_trace(tiny_lm: TinyLM) -> None:
 class AppendingAttention(TinyAttention):
     """Completes a `StaticKVCache`'s deferred one-token write itself, as mlx_core.attn's SDPA does."""
 
-    def __call__(self, x: mx.array, mask: Any, cache: Any) -> mx.array:
-        B, L, _ = x.shape
-        q = self.q(x).reshape(B, L, self.heads, self.hd).transpose(0, 2, 1, 3)
-        k, v = mx.split(self.kv(x).reshape(B, L, 2 * self.kv_heads, self.hd).transpose(0, 2, 1, 3), 2, axis=1)
-        q, k = self.rope(q, offset=cache.offset), self.rope(k, offset=cache.offset)
-        k, v = cache.update_and_fetch(k, v)
+    deferred = 0
+
+    def attend(self, q: mx.array, k: mx.array, v: mx.array, mask: Any, cache: Any) -> mx.array:
         if getattr(cache, "pending_append", None) is not None:
             AppendingAttention.deferred += 1
             k, v = cache.apply_pending_append()
-        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.hd**-0.5, mask=mask)
-        return self.o(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
-
-    deferred = 0
+        return super().attend(q, k, v, mask, cache)
 
 
 def test_deferred_cache_writes_kept_when_attention_completes_them(tiny_lm: TinyLM) -> None:

@@ -151,15 +151,22 @@ def _group_bands(lo: np.ndarray, width: np.ndarray, overhead: int) -> list[tuple
     return groups[::-1]
 
 
+def band_edges(bank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and one-past-last non-zero bin of each band of ``bank`` [n_mels, n_freqs] ((0, 0) if empty)."""
+    nz = bank != 0
+    has = nz.any(axis=1)
+    lo = np.where(has, nz.argmax(axis=1), 0)
+    hi = np.where(has, bank.shape[1] - nz[:, ::-1].argmax(axis=1), 0)
+    return lo, hi
+
+
 @lru_cache(maxsize=32)
 def banded_filterbank(key: tuple, overhead: int = 64) -> BandedFilterbank:
     """Banded form of ``mel_filters(*key)``; exact (same products, zero padding adds exact zeros)."""
     fb = mel_filters_np(*key)
     n_mels, n_freqs = fb.shape
-    nz = fb != 0
-    has = nz.any(axis=1)
-    lo = np.where(has, nz.argmax(axis=1), 0)
-    hi = np.where(has, n_freqs - nz[:, ::-1].argmax(axis=1), 1)
+    lo, hi = band_edges(fb)
+    hi = np.maximum(hi, lo + 1)  # an empty band keeps one (zero-weight) bin
     width = hi - lo
     indices, weights, sizes = [], [], []
     for start, end in _group_bands(lo, width, overhead):

@@ -28,13 +28,15 @@ from typing import Any, Literal
 
 import mlx.core as mx
 import numpy as np
-from mlx_core.audio.filters import mel_filters_np
+from mlx_core.audio.filters import band_edges, mel_filters_np
 
 Backend = Literal["cuda", "metal"]
 
 _FRAME_ALIGN = 32  # frame rows are padded to a multiple of this many threads (one CUDA block = one warp)
 _MEL_THREADS = 256
 
+# Frame f, sample n of batch row b: x[b, f * HOP + n - PAD] (mirrored or zero outside [0, T)) * window[n].
+# One thread per (frame, sample); frame rows are padded to NP threads so the frame count is grid / NP.
 _FRAMES_CUDA = """
     constexpr int NP = ((N_FFT + 31) / 32) * 32;
     const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -55,27 +57,18 @@ _FRAMES_CUDA = """
     }
     out[((long long)b * n_frames + f) * N_FFT + n] = v * window[n];
 """
-
-_FRAMES_METAL = """
-    constexpr int NP = ((N_FFT + 31) / 32) * 32;
-    const long idx = (long)thread_position_in_grid.x;
-    const int n = (int)(idx % NP);
-    const long f = idx / NP;
-    const long n_frames = (long)threads_per_grid.x / NP;
-    const long b = (long)thread_position_in_grid.y;
-    const long t_len = x_shape[1];
-    if (n >= N_FFT) return;
-    long p = f * HOP + n - PAD;
-    float v = 0.0f;
-    if (REFLECT) {
-        if (p < 0) p = -p;
-        if (p >= t_len) p = 2 * (t_len - 1) - p;
-        v = x[b * t_len + p];
-    } else if (p >= 0 && p < t_len) {
-        v = x[b * t_len + p];
-    }
-    out[(b * n_frames + f) * N_FFT + n] = v * window[n];
-"""
+_FRAMES_METAL = (
+    _FRAMES_CUDA.replace(
+        "const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;",
+        "const long idx = (long)thread_position_in_grid.x;",
+    )
+    .replace(
+        "const long long n_frames = ((long long)gridDim.x * blockDim.x) / NP;",
+        "const long n_frames = (long)threads_per_grid.x / NP;",
+    )
+    .replace("const int b = blockIdx.y;", "const long b = (long)thread_position_in_grid.y;")
+    .replace("long long", "long")
+)
 
 # consts = [magnitude_eps, log_floor, power / 2]; MAG: 0 -> |X|², 1 -> sqrt(|X|² + eps),
 # 2 -> (|X|² + eps)^(power/2); LOG: 0 none, 1 log10, 2 ln. The clamp keeps NaN (fmax would drop it), so
@@ -174,11 +167,8 @@ def gpu_frames(
 def band_tables(key: tuple) -> tuple[mx.array, mx.array, mx.array]:
     """Per mel band of ``mel_filters(*key)``: first non-zero bin [M], bin count [M], weights [M, K]."""
     fb = mel_filters_np(*key)
-    n_mels, n_freqs = fb.shape
-    nz = fb != 0
-    has = nz.any(axis=1)
-    lo = np.where(has, nz.argmax(axis=1), 0)
-    hi = np.where(has, n_freqs - nz[:, ::-1].argmax(axis=1), 0)
+    n_mels = fb.shape[0]
+    lo, hi = band_edges(fb)
     lengths = hi - lo
     width = max(int(lengths.max()), 1)
     weights = np.zeros((n_mels, width), dtype=np.float32)

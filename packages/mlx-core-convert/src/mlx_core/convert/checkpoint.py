@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from io import BufferedReader
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import mlx.core as mx
+from tqdm.auto import tqdm
 
 from .errors import ConvertError, CorruptCheckpointError, PickleCheckpointError
 from .safetensors_file import TensorInfo, read_header, read_tensor
@@ -94,6 +96,27 @@ class Checkpoint:
         handle = self._handles.pop(path, None)
         if handle is not None:
             handle.close()
+
+    def stream(self, desc: str, quiet: bool = False) -> Iterator[TensorInfo]:
+        """Every tensor in file, then offset order, under a byte progress bar (``desc``).
+
+        After each tensor MLX's buffer cache is cleared, and each shard is released once its tensors are
+        done, so converting holds about one tensor at a time (callers drop their arrays in the loop body).
+        """
+        by_file: dict[Path, list[TensorInfo]] = {file: [] for file in self.files}
+        for info in self.tensors.values():
+            by_file[info.path].append(info)
+        bar = tqdm(total=self.total_bytes, unit="B", unit_scale=True, disable=quiet, desc=desc, leave=False)
+        try:
+            for file, infos in by_file.items():
+                bar.set_postfix_str(file.name)
+                for info in infos:
+                    yield info
+                    mx.clear_cache()
+                    bar.update(info.nbytes)
+                self.release(file)
+        finally:
+            bar.close()
 
     def close(self) -> None:
         for path in set(self._handles) | set(self._lazy):

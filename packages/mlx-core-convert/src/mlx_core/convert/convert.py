@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
-from tqdm.auto import tqdm
 
 from .atomic import atomic_directory, check_destination
 from .casting import cast_floating, resolve_dtype
@@ -122,30 +121,14 @@ def convert(
 
         with atomic_directory(destination, overwrite) as tmp:
             writer = ShardWriter(tmp, shard_bytes)
-            bar = tqdm(
-                total=checkpoint.total_bytes,
-                unit="B",
-                unit_scale=True,
-                disable=quiet,
-                desc="convert",
-                leave=False,
-            )
-            try:
-                for file in checkpoint.files:
-                    bar.set_postfix_str(file.name)
-                    for info in [t for t in checkpoint.tensors.values() if t.path == file]:
-                        out = names[info.name]
-                        if out is not None:
-                            array = mapping.transform(out, checkpoint.read(info.name))
-                            array = cast_floating(array, target)
-                            _write(writer, out, array, default, predicate, block)
-                            del array
-                            mx.clear_cache()
-                        bar.update(info.nbytes)
-                    checkpoint.release(file)
-                writer.finish()
-            finally:
-                bar.close()
+            for info in checkpoint.stream("convert", quiet):
+                out = names[info.name]
+                if out is not None:
+                    array = mapping.transform(out, checkpoint.read(info.name))
+                    array = cast_floating(array, target)
+                    _write(writer, out, array, default, predicate, block)
+                    del array
+            writer.finish()
             if default is not None:
                 config = {} if config is None else config
                 config["quantization"] = block

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
-from tqdm.auto import tqdm
 
 from .atomic import atomic_directory, check_destination
 from .casting import cast_floating, resolve_dtype
@@ -68,35 +67,18 @@ def dequantize(
 
         with atomic_directory(destination, overwrite) as tmp:
             writer = ShardWriter(tmp, shard_bytes)
-            bar = tqdm(
-                total=checkpoint.total_bytes,
-                unit="B",
-                unit_scale=True,
-                disable=quiet,
-                desc="dequantize",
-                leave=False,
-            )
-            try:
-                for file in checkpoint.files:
-                    bar.set_postfix_str(file.name)
-                    for info in [t for t in checkpoint.tensors.values() if t.path == file]:
-                        name = info.name
-                        if name in skip:
-                            pass
-                        elif name.endswith(".weight") and name[: -len(".weight")] in packed:
-                            writer.add(
-                                name,
-                                _dequantize_layer(
-                                    checkpoint, name[: -len(".weight")], block, default, target, fallback
-                                ),
-                            )
-                        else:
-                            writer.add(name, cast_floating(checkpoint.read(name), target))
-                        mx.clear_cache()
-                        bar.update(info.nbytes)
-                writer.finish()
-            finally:
-                bar.close()
+            for info in checkpoint.stream("dequantize", quiet):
+                name = info.name
+                if name in skip:
+                    continue
+                if name.endswith(".weight") and name[: -len(".weight")] in packed:
+                    layer = _dequantize_layer(
+                        checkpoint, name[: -len(".weight")], block, default, target, fallback
+                    )
+                    writer.add(name, layer)
+                else:
+                    writer.add(name, cast_floating(checkpoint.read(name), target))
+            writer.finish()
             config.pop("quantization", None)
             config.pop("quantization_config", None)
             write_model_files(tmp, checkpoint, updated_config(config, target))

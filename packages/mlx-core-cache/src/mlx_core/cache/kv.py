@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
-from mlx_core.cache.base import BaseCache, check_against, check_trim
-from mlx_core.cache.mask import MaskLike, attention_mask_for_offset
+from mlx_core.cache.base import check_against
+from mlx_core.cache.prefix import PrefixCache
 from mlx_core.cache.registry import register_cache_class
 
 if TYPE_CHECKING:
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 @register_cache_class
-class KVCache(BaseCache):
+class KVCache(PrefixCache):
     """Pre-allocates ``[B, H, n*step, D]`` buffers, writes updates in place and returns ``[..., :offset,
     :]`` views.
 
@@ -56,26 +56,10 @@ class KVCache(BaseCache):
             return self.keys[..., : self.offset, :], self.values[..., : self.offset, :]
         return self.keys, self.values
 
-    def make_mask(self, N: int, return_array: bool = False, window_size: int | None = None) -> MaskLike:
-        return attention_mask_for_offset(N, self.offset, return_array, window_size)
-
-    def is_trimmable(self) -> bool:
-        return True
-
-    def trim(self, n: int) -> int:
-        self.offset -= check_trim(n, self.offset)
-        return n
-
     def reset(self) -> None:
         self.keys = self.values = None
         self.offset = 0
         self._layout = None
-
-    def size(self) -> int:
-        return self.offset
-
-    def empty(self) -> bool:
-        return self.keys is None
 
     def to_quantized(self, group_size: int = 64, bits: int = 4) -> QuantizedKVCache:
         """A ``QuantizedKVCache`` holding this cache's content quantized (mlx-lm's ``to_quantized``)."""

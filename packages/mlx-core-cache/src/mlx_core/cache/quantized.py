@@ -6,9 +6,9 @@ from typing import Any
 
 import mlx.core as mx
 from mlx_core.cache._tree import leaves, nbytes, seq_assign, seq_concat, seq_len, seq_slice, seq_zeros_like
-from mlx_core.cache.base import BaseCache, check_against, check_trim
+from mlx_core.cache.base import check_against
 from mlx_core.cache.errors import CacheShapeError
-from mlx_core.cache.mask import MaskLike, attention_mask_for_offset
+from mlx_core.cache.prefix import PrefixCache
 from mlx_core.cache.registry import register_cache_class
 
 QTriple = tuple[mx.array, mx.array, mx.array]
@@ -50,7 +50,7 @@ class QuantizedMixin:
 
 
 @register_cache_class
-class QuantizedKVCache(QuantizedMixin, BaseCache):
+class QuantizedKVCache(QuantizedMixin, PrefixCache):
     """Grows in ``step`` blocks like ``KVCache`` but stores ``(packed uint32, scales, biases)`` per token.
 
     ``update_and_fetch`` returns ``(packed, scales, biases)`` for keys and for values, each ``[B, H, offset,
@@ -100,22 +100,6 @@ class QuantizedKVCache(QuantizedMixin, BaseCache):
         if self.offset == seq_len(self.keys):
             return self.keys, self.values
         return seq_slice(self.keys, None, self.offset), seq_slice(self.values, None, self.offset)  # type: ignore[return-value]
-
-    def make_mask(self, N: int, return_array: bool = False, window_size: int | None = None) -> MaskLike:
-        return attention_mask_for_offset(N, self.offset, return_array, window_size)
-
-    def is_trimmable(self) -> bool:
-        return True
-
-    def trim(self, n: int) -> int:
-        self.offset -= check_trim(n, self.offset)
-        return n
-
-    def size(self) -> int:
-        return self.offset
-
-    def empty(self) -> bool:
-        return self.keys is None
 
     @property
     def state(self) -> list[mx.array]:

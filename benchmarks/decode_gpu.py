@@ -244,14 +244,22 @@ def bench_config(cfg: Config, args: argparse.Namespace, on_gpu: bool) -> list[tu
         variants.append(("ref model compiled", reference))
         fused_model: list[nn.Module] = []
 
-        def reference_fused() -> tuple[list[int], float]:
+        def reference_fused(mode: str) -> tuple[list[int], float]:
+            from mlx_core.generate import clear_compiled_steps
+            from mlx_core.models import fuse_projections
+            from mlx_core.models.fused_decode import fused_decode
+
             if not fused_model:
-                from mlx_core.models import fuse_projections
-
                 fused_model.append(fuse_projections(build_reference_model(cfg, model)))
-            return run_ours(fused_model[0], prompt, n, True)
+            clear_compiled_steps()  # traces are per model: the mode changes what is traced
+            with fused_decode(mode):
+                return run_ours(fused_model[0], prompt, n, True)
 
-        variants.append(("ref model compiled, fused", reference_fused))
+        variants.append(("ref model, fused proj only", lambda: reference_fused("never")))
+        variants.append(("ref model, fused decode", lambda: reference_fused("auto")))
+    if args.variants:
+        keep = [v.strip() for v in args.variants.split(",") if v.strip()]
+        variants = [v for v in variants if v[0].startswith("mlx-lm") or any(k in v[0] for k in keep)]
     base_tps: float | None = None
     base_tokens: list[int] | None = None
     for name, fn in variants:
@@ -333,6 +341,9 @@ def main() -> int:
     )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--only", default="", help="run configs whose name contains this")
+    parser.add_argument(
+        "--variants", default="", help="comma-separated substrings: run only variants whose name has one"
+    )
     args = parser.parse_args()
     on_gpu = mx.default_device().type == mx.gpu and not args.cpu_small
     if on_gpu:

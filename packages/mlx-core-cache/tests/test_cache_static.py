@@ -137,3 +137,27 @@ def test_deferred_append_protocol() -> None:
         np.testing.assert_array_equal(np.array(c.keys)[:, :, 5:6], np.array(new[1]))
     c.reset()
     assert c.pending_append is None and c.keys is None
+
+
+def test_store_appended_advances_position_and_keeps_buffers() -> None:
+    """An appending kernel hands back the buffers it wrote row `position` into; the cache adopts them."""
+    rng = np.random.default_rng(8)
+    c = StaticKVCache(5)
+    assert not c.defers_append
+    with pytest.raises(ValueError, match="allocated buffers"):
+        c.store_appended(mx.zeros((1, 2, 5, 4)), mx.zeros((1, 2, 5, 4)))
+    c.update_and_fetch(*(mx.array(rng.standard_normal((1, 2, 3, 4)).astype(np.float32)) for _ in range(2)))
+    row = mx.array(rng.standard_normal((1, 2, 1, 4)).astype(np.float32))
+    with c.deferred_append():
+        assert c.defers_append
+        keys = mx.slice_update(c.keys, row, c.position.reshape(1), axes=(2,))  # what a kernel would write
+        values = mx.slice_update(c.values, -row, c.position.reshape(1), axes=(2,))
+        c.store_appended(keys, values)
+    assert not c.defers_append
+    assert c.offset == 4 and c.keys is keys and c.values is values
+    np.testing.assert_array_equal(np.array(c.keys)[:, :, 3:4], np.array(row))
+    # A kernel may compute the next position itself; the cache takes it as given.
+    c.store_appended(c.keys, c.values, mx.array(5, dtype=mx.int32))
+    assert c.offset == 5
+    with pytest.raises(CacheCapacityError, match="full"):
+        c.store_appended(c.keys, c.values)

@@ -11,8 +11,10 @@ from mlx_core.attn.rope import (
     Offset,
     ProportionalRoPE,
     RoPE,
+    RotationTable,
     YarnRoPE,
     rope_wavelengths,
+    rotation_table,
     yarn_get_mscale,
 )
 from mlx_core.attn.rope_config import (
@@ -41,6 +43,7 @@ __all__ = [
     "ProportionalRoPE",
     "RoPE",
     "RopeConfigError",
+    "RotationTable",
     "YarnRoPE",
     "apply_yarn_mscale",
     "create_attention_mask",
@@ -51,6 +54,7 @@ __all__ = [
     "resolve_rope_parameters",
     "rope_type_of",
     "rope_wavelengths",
+    "rotation_table",
     "scaled_dot_product_attention",
     "use_decode_kernel",
     "yarn_get_mscale",

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -30,8 +32,10 @@ __all__ = [
     "Offset",
     "ProportionalRoPE",
     "RoPE",
+    "RotationTable",
     "YarnRoPE",
     "rope_wavelengths",
+    "rotation_table",
     "yarn_get_mscale",
 ]
 
@@ -396,3 +400,36 @@ class MRoPE(nn.Module):
         if self.dims == x.shape[-1]:
             return out
         return mx.concatenate([out, x[..., self.dims :]], axis=-1)
+
+
+@dataclass(frozen=True)
+class RotationTable:
+    """A RoPE as fused kernels take it: angle ``position * inv_freq[j]`` for pair ``j``.
+
+    ``inv_freq`` is float32 ``[dims / 2]``; ``traditional`` rotates interleaved pairs instead of halves;
+    ``input_scale`` (YaRN's mscale, else 1) multiplies the features before the rotation.
+    """
+
+    inv_freq: mx.array
+    traditional: bool
+    input_scale: float
+
+
+def rotation_table(rope: Any, head_dim: int) -> RotationTable | None:
+    """``rope`` as a `RotationTable` if it rotates all ``head_dim`` features by position-linear angles.
+
+    Covers `RoPE` (default, linear) and the `FreqsRoPE` family (llama3, yarn, proportional); returns
+    ``None`` for ropes whose angles depend on more than the position (dynamic NTK, LongRoPE, MRoPE) or
+    that rotate only part of the head: callers then apply the module itself.
+    """
+    if type(rope) is RoPE and rope.dims == head_dim:
+        inv = [rope.scale / w for w in rope_wavelengths(rope.dims, rope.base)]
+        return RotationTable(mx.array(inv, dtype=mx.float32), rope.traditional, 1.0)
+    if (
+        isinstance(rope, FreqsRoPE)
+        and type(rope).__call__ in (FreqsRoPE.__call__, YarnRoPE.__call__)
+        and rope.dims == head_dim
+    ):
+        # The same float32 reciprocal mx.fast.rope takes of ``freqs`` (infinite wavelengths give 0).
+        return RotationTable(1.0 / rope._freqs, rope.traditional, rope.mscale)
+    return None

@@ -109,6 +109,29 @@ class StaticKVCache(BaseCache):
         finally:
             self._defer_append = previous
 
+    @property
+    def defers_append(self) -> bool:
+        """Whether this cache is inside `deferred_append`: its caller owns the buffers, so a kernel may
+        append to them in place (see `store_appended`).
+        """
+        return self._defer_append
+
+    def store_appended(self, keys: mx.array, values: mx.array, next_position: mx.array | None = None) -> None:
+        """A kernel appended one token at ``position`` to the buffers (in place, or as new arrays ``keys``
+        and ``values``): keep them and advance ``position`` by one (to ``next_position`` if the kernel
+        computed ``position + 1`` itself).
+        """
+        if self.keys is None:
+            raise ValueError("StaticKVCache.store_appended needs allocated buffers (prefill or allocate()).")
+        if not self._array_offset and self._written + 1 > self.max_size:
+            raise CacheCapacityError(
+                f"StaticKVCache(max_size={self.max_size}) is full; create it with a larger max_size"
+            )
+        self.complete_append(keys, values)
+        self.compile_state[2] = self.position + 1 if next_position is None else next_position
+        if not self._array_offset:
+            self._written += 1
+
     def complete_append(self, keys: mx.array, values: mx.array) -> None:
         """Store the buffers that now hold the pending row (the appending attention returned them)."""
         self.compile_state[0], self.compile_state[1] = keys, values

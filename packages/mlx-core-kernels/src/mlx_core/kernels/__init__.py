@@ -1,7 +1,8 @@
-"""Fused kernels (SwiGLU, LayerNorm-modulate, decode attention) for CUDA, Metal and CPU."""
+"""Fused kernels (SwiGLU, LayerNorm-modulate, decode attention, decode matvec) for CUDA, Metal and CPU."""
 
 from mlx_core.kernels.backend import ENV_VAR, Backend, backend, clear_backend_cache
-from mlx_core.kernels.decode_attention import decode_attention, decode_attention_append
+from mlx_core.kernels.decode_attention import decode_attention, decode_attention_append, decode_attention_qkv
+from mlx_core.kernels.matvec import fused_matvec
 from mlx_core.kernels.modulate import fused_modulate
 from mlx_core.kernels.swiglu import fused_swiglu
 
@@ -12,6 +13,8 @@ __all__ = [
     "clear_backend_cache",
     "decode_attention",
     "decode_attention_append",
+    "decode_attention_qkv",
+    "fused_matvec",
     "fused_modulate",
     "fused_swiglu",
 ]

@@ -10,11 +10,13 @@ kernel. Off CUDA (CPU, Metal) or for shapes the kernel does not cover it calls
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
+from mlx_core.kernels._scalars import kernel_scalars
 from mlx_core.kernels._sources import kernel_source
-from mlx_core.kernels._validate import require_array, require_float
+from mlx_core.kernels._validate import require_array, require_eps, require_float
 from mlx_core.kernels.backend import resolve_backend
 
 _WARPS = 4
@@ -30,8 +32,19 @@ ValidLength = int | mx.array | None
 def _partial_kernel() -> Any:
     return mx.fast.cuda_kernel(
         name="mlx_core_decode_attention_partial",
-        input_names=["queries", "keys", "values", "lengths", "softmax_scale", "k_new", "v_new"],
-        output_names=["part_o", "part_ml"],
+        input_names=[
+            "queries",
+            "keys",
+            "values",
+            "lengths",
+            "params",
+            "k_new",
+            "v_new",
+            "q_norm",
+            "k_norm",
+            "inv_freq",
+        ],
+        output_names=["part_o", "part_ml", "next_pos"],
         source=kernel_source("decode_attention_partial.cu"),
         header=kernel_source("common.cuh"),
         ensure_row_contiguous=False,
@@ -51,13 +64,9 @@ def _combine_kernel() -> Any:
 
 
 @functools.cache
-def _scale_array(scale: float) -> mx.array:
-    return mx.array([scale], dtype=mx.float32)
-
-
-@functools.cache
 def _full_lengths(batch: int, length: int) -> mx.array:
-    return mx.full((batch,), length, dtype=mx.int32)
+    # At least 16 bytes (see mlx_core.kernels._scalars); the kernel reads the first `batch` entries.
+    return kernel_scalars((length,) * batch, mx.int32)
 
 
 def num_splits(batch: int, kv_heads: int, keys: int) -> int:
@@ -68,9 +77,29 @@ def num_splits(batch: int, kv_heads: int, keys: int) -> int:
 
 def kernel_supports(q: mx.array, k: mx.array) -> bool:
     """Whether the CUDA kernel covers these shapes (else the mx.fast path is used)."""
-    _, hq, _, d = q.shape
-    group = hq // k.shape[1]
+    return _kernel_covers(q.shape[1], k)
+
+
+def _kernel_covers(n_heads: int, k: mx.array) -> bool:
+    d = k.shape[3]
+    group = n_heads // k.shape[1]
     return d % 32 == 0 and d <= 1024 and group * (d // 32) <= _MAX_REGS and k.shape[2] >= 1 and k.size < 2**31
+
+
+@dataclass(frozen=True)
+class TokenPrep:
+    """How the packed kernel prepares the new token (see `decode_attention_qkv`).
+
+    ``rope``: 0 none, 1 rotate halves (``traditional=False``), 2 interleaved pairs; ``inv_freq`` float32
+    ``[D / 2]`` (angle = position × inv_freq); ``input_scale`` multiplies q and k before the rotation.
+    """
+
+    q_norm: mx.array | None
+    k_norm: mx.array | None
+    eps: float
+    rope: int
+    inv_freq: mx.array | None
+    input_scale: float
 
 
 def decode_attention_cuda(
@@ -83,40 +112,78 @@ def decode_attention_cuda(
     splits: int | None = None,
     init_value: float | None = None,
     append: tuple[mx.array, mx.array] | None = None,
+    packed: tuple[int, TokenPrep] | None = None,
 ) -> mx.array:
     """Launch both CUDA passes (no validation); ``lengths`` is int32 ``[B]``.
 
     ``append=(k_new, v_new)`` ([B, Hkv, 1, D]): row ``lengths - 1`` is that new token, written into ``k``
-    and ``v`` in place by the kernel (see :func:`decode_attention_append`).
+    and ``v`` in place by the kernel (see :func:`decode_attention_append`). ``packed=(Hq, prep)``: ``q``
+    is the fused projection ``[B, 1, (Hq + 2 Hkv) * D]`` of the new token, prepared by the kernel and
+    appended likewise, ``lengths`` is the write position ``[1]``, and the result is ``[B, 1, Hq * D]``
+    (see :func:`decode_attention_qkv`).
     """
-    b, hq, _, d = q.shape
+    return _launch(q, k, v, scale, lengths, splits, init_value, append, packed)[0]
+
+
+def _launch(
+    q: mx.array,
+    k: mx.array,
+    v: mx.array,
+    scale: float,
+    lengths: mx.array,
+    splits: int | None,
+    init_value: float | None,
+    append: tuple[mx.array, mx.array] | None,
+    packed: tuple[int, TokenPrep] | None,
+) -> tuple[mx.array, mx.array]:
+    """Both passes; returns the output and (meaningful when packed) the int32 ``[1]`` position + 1."""
+    b, d = q.shape[0], k.shape[3]
     hkv, lk = k.shape[1], k.shape[2]
+    hq = packed[0] if packed is not None else q.shape[1]
     splits = splits or num_splits(b, hkv, lk)
     k_new, v_new = append if append is not None else (q, q)  # unread placeholders without APPEND
-    part_o, part_ml = _partial_kernel()(
-        inputs=[q, k, v, lengths, _scale_array(float(scale)), k_new, v_new],
+    prep = packed[1] if packed is not None else None
+    params = kernel_scalars(
+        (float(scale), prep.eps, prep.input_scale) if prep is not None else (float(scale),)
+    )
+    part_o, part_ml, next_pos = _partial_kernel()(
+        inputs=[
+            q,
+            k,
+            v,
+            lengths,
+            params,
+            k_new,
+            v_new,
+            prep.q_norm if prep is not None and prep.q_norm is not None else q,
+            prep.k_norm if prep is not None and prep.k_norm is not None else q,
+            prep.inv_freq if prep is not None and prep.inv_freq is not None else params,
+        ],
         template=[
             ("T", q.dtype),
             ("G", hq // hkv),
             ("EPL", d // 32),
             ("NW", _WARPS),
             ("APPEND", append is not None),
+            ("PACKED", packed is not None),
+            ("QK_NORM", prep is not None and prep.q_norm is not None),
+            ("ROPE", prep.rope if prep is not None else 0),
         ],
         grid=(b * hkv * splits * _WARPS * 32, 1, 1),
         threadgroup=(_WARPS * 32, 1, 1),
-        output_shapes=[(b, hq, splits, d), (b, hq, splits, 2)],
-        output_dtypes=[mx.float32, mx.float32],
+        output_shapes=[(b, hq, splits, d), (b, hq, splits, 2), (4,)],  # 16 bytes: see _scalars
+        output_dtypes=[mx.float32, mx.float32, mx.int32],
     )
     (out,) = _combine_kernel()(
         inputs=[part_o, part_ml],
         template=[("T", q.dtype), ("MAX_SPLITS", _MAX_SPLITS)],
         grid=(b * hq * max(d, 32), 1, 1),
         threadgroup=(max(d, 32), 1, 1),
-        output_shapes=[(b, hq, 1, d)],
+        output_shapes=[(b, 1, hq * d) if packed is not None else (b, hq, 1, d)],
         output_dtypes=[q.dtype],
         init_value=init_value,
     )
-    return out
+    return out, next_pos
 
 
 def _lengths_array(valid_length: ValidLength, batch: int, keys: int) -> mx.array | None:
@@ -259,3 +326,105 @@ def decode_attention_append(
     v_cache = mx.slice_update(v_cache, v_new, start, axes=(2,))
     out = decode_attention(q, k_cache, v_cache, scale, pos + 1, backend=backend)
     return out, k_cache, v_cache
+
+
+def _rope_mode(inv_freq: mx.array | None, traditional: bool, head_dim: int) -> int:
+    """The kernel's ROPE template value; ValueError for a table that does not match ``head_dim``."""
+    if inv_freq is None:
+        return 0
+    inv_freq = require_array("rope_inv_freq", inv_freq)
+    if inv_freq.shape != (head_dim // 2,) or inv_freq.dtype != mx.float32:
+        raise ValueError(
+            f"rope_inv_freq must be float32 [{head_dim // 2}] (head_dim / 2), got {tuple(inv_freq.shape)} "
+            f"{inv_freq.dtype}."
+        )
+    return 2 if traditional else 1
+
+
+def decode_attention_qkv(
+    qkv: mx.array,
+    k_cache: mx.array,
+    v_cache: mx.array,
+    position: int | mx.array,
+    scale: float,
+    *,
+    n_heads: int,
+    q_norm: mx.array | None = None,
+    k_norm: mx.array | None = None,
+    eps: float = 1e-6,
+    rope_inv_freq: mx.array | None = None,
+    rope_traditional: bool = False,
+    rope_input_scale: float = 1.0,
+    backend: str | None = None,
+) -> tuple[mx.array, mx.array, mx.array, mx.array]:
+    """Decode attention straight from a fused q/k/v projection: prepare, append and attend in one kernel.
+
+    ``qkv`` is ``[B, 1, (n_heads + 2 Hkv) * D]`` (a ``qkv_proj`` output: queries, keys, values of one
+    token). Per head, queries and keys get RMSNorm (``q_norm``/``k_norm`` ``[D]``, Qwen3's q/k-norm)
+    and RoPE at ``position`` (angle ``position * rope_inv_freq[j]``, after multiplying by
+    ``rope_input_scale``; ``rope_traditional`` rotates interleaved pairs instead of halves); the key and
+    value are appended at row ``position`` of the fixed-size caches ``[B, Hkv, S, D]`` and the query
+    attends over rows ``[0, position]``. Returns ``(out [B, 1, n_heads * D], k_cache, v_cache,
+    position + 1)``: ``out`` in the layout ``o_proj`` takes, and the cache's next position as an int32
+    array shaped like ``position`` (on CUDA the kernel writes it, saving a launch per layer).
+
+    On CUDA it is one split-K kernel plus the merge, and the caches are updated *in place* (same ownership
+    rule as :func:`decode_attention_append`). Elsewhere it is the same computation as MLX ops
+    (``mx.fast.rms_norm``, ``mx.fast.rope``, ``mx.slice_update``, ``mx.fast`` attention).
+    """
+    qkv = require_array("qkv", qkv)
+    k_cache = require_array("k_cache", k_cache)
+    v_cache = require_array("v_cache", v_cache)
+    require_float("qkv", qkv)
+    if k_cache.ndim != 4 or k_cache.shape != v_cache.shape:
+        raise ValueError(
+            f"k_cache and v_cache must both be [B, Hkv, S, D], got {tuple(k_cache.shape)} and "
+            f"{tuple(v_cache.shape)}."
+        )
+    b, hkv, _, d = k_cache.shape
+    if isinstance(n_heads, bool) or not isinstance(n_heads, int) or n_heads <= 0 or n_heads % hkv:
+        raise ValueError(
+            f"n_heads must be a positive multiple of the cache's {hkv} kv heads, got {n_heads!r}."
+        )
+    width = (n_heads + 2 * hkv) * d
+    if qkv.shape != (b, 1, width):
+        raise ValueError(
+            f"qkv must be [B, 1, (n_heads + 2 * Hkv) * D] = {(b, 1, width)} for this cache, got "
+            f"{tuple(qkv.shape)}."
+        )
+    if not qkv.dtype == k_cache.dtype == v_cache.dtype:
+        raise TypeError(f"qkv and the caches must share a dtype, got {qkv.dtype} and {k_cache.dtype}.")
+    if (q_norm is None) != (k_norm is None):
+        raise ValueError("pass both q_norm and k_norm, or neither.")
+    for name, w in (("q_norm", q_norm), ("k_norm", k_norm)):
+        if w is not None and (require_array(name, w).shape != (d,) or w.dtype != qkv.dtype):
+            raise ValueError(f"{name} must be [{d}] in {qkv.dtype}, got {tuple(w.shape)} {w.dtype}.")
+    eps = require_eps(eps)
+    rope = _rope_mode(rope_inv_freq, rope_traditional, d)
+    if isinstance(position, mx.array) and position.size != 1:
+        raise ValueError(f"position must be an int or a one-element int array, got shape {position.shape}.")
+    pos = mx.array(position, dtype=mx.int32) if isinstance(position, int) else position.astype(mx.int32)
+    impl = resolve_backend(backend, qkv.dtype)
+    if impl == "cuda" and _kernel_covers(n_heads, k_cache) and (rope != 2 or (d // 32) % 2 == 0):
+        prep = TokenPrep(q_norm, k_norm, eps, rope, rope_inv_freq, float(rope_input_scale))
+        out, next_pos = _launch(
+            qkv, k_cache, v_cache, float(scale), pos.reshape(1), None, None, None, (n_heads, prep)
+        )
+        return out, k_cache, v_cache, next_pos[:1].reshape(pos.shape)
+    q, k, v = mx.split(qkv, [n_heads * d, (n_heads + hkv) * d], axis=-1)
+    q = q.reshape(b, 1, n_heads, d)
+    k = k.reshape(b, 1, hkv, d)
+    if q_norm is not None and k_norm is not None:
+        q, k = mx.fast.rms_norm(q, q_norm, eps), mx.fast.rms_norm(k, k_norm, eps)
+    q, k = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3)
+    v = v.reshape(b, 1, hkv, d).transpose(0, 2, 1, 3)
+    if rope_inv_freq is not None:
+        if rope_input_scale != 1.0:
+            q, k = q * rope_input_scale, k * rope_input_scale
+        freqs = 1.0 / rope_inv_freq
+        q, k = (
+            mx.fast.rope(a, d, traditional=rope_traditional, base=None, scale=1.0, offset=pos, freqs=freqs)
+            for a in (q, k)
+        )
+    out, k_cache, v_cache = decode_attention_append(q, k_cache, v_cache, k, v, pos, scale, backend="fallback")
+    return out.transpose(0, 2, 1, 3).reshape(b, 1, n_heads * d), k_cache, v_cache, pos + 1

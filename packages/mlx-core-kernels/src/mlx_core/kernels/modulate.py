@@ -12,6 +12,7 @@ import functools
 from typing import Any
 
 import mlx.core as mx
+from mlx_core.kernels._scalars import kernel_scalars
 from mlx_core.kernels._sources import kernel_source
 from mlx_core.kernels._validate import require_array, require_eps, require_float
 from mlx_core.kernels.backend import resolve_backend
@@ -30,11 +31,6 @@ def _modulate_ops(x: mx.array, shift: mx.array, scale: mx.array, eps: float) -> 
 
 modulate_fallback = mx.compile(_modulate_ops)
 """The pure-MLX path (compiled) on 3-D ``x`` and 3-D conditioning; used on the CPU or when forced."""
-
-
-@functools.cache
-def _eps_array(eps: float) -> mx.array:
-    return mx.array([eps], dtype=mx.float32)
 
 
 @functools.cache
@@ -87,7 +83,7 @@ def modulate_cuda(
     """Launch the CUDA kernel on 3-D ``x`` [B, S, D] and 3-D conditioning (no validation)."""
     batch, seq, _ = x.shape
     (out,) = _cuda_kernel()(
-        inputs=[x, shift, scale, _eps_array(eps)],
+        inputs=[x, shift, scale, kernel_scalars((eps,))],
         template=[("T", x.dtype), ("C", shift.dtype), ("N", 16 // x.itemsize)],
         grid=(batch * seq * 32, 1, 1),
         threadgroup=(_THREADS, 1, 1),
@@ -104,7 +100,7 @@ def modulate_metal(
     """Launch the Metal kernel on 3-D ``x`` [B, S, D] and 3-D conditioning (no validation)."""
     batch, seq, _ = x.shape
     (out,) = _metal_kernel()(
-        inputs=[x, shift, scale, _eps_array(eps)],
+        inputs=[x, shift, scale, kernel_scalars((eps,))],
         template=[("T", x.dtype), ("C", shift.dtype)],
         grid=(batch * seq * 32, 1, 1),
         threadgroup=(_THREADS, 1, 1),

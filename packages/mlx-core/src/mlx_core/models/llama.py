@@ -27,6 +27,8 @@ from mlx_core.attn import create_attention_mask, initialize_rope, scaled_dot_pro
 from mlx_core.cache import KVCache, QuantizedKVCache, QuantizedRotatingKVCache, RotatingKVCache
 from mlx_core.kernels import fused_swiglu
 
+from .fused_decode import decode_block, head_weights
+
 FULL_ATTENTION = "full_attention"
 SLIDING_ATTENTION = "sliding_attention"
 
@@ -216,6 +218,9 @@ class TransformerBlock(nn.Module):
         self.post_attention_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
 
     def __call__(self, x: mx.array, mask: Any = None, cache: Any = None) -> mx.array:
+        fused = decode_block(self, x, mask, cache)  # one-token steps of a compiled decode, where it applies
+        if fused is not None:
+            return fused
         h = x + self.self_attn(self.input_layernorm(x), mask, cache)
         return h + self.mlp(self.post_attention_layernorm(h))
 
@@ -232,8 +237,14 @@ class LlamaModel(nn.Module):
         self.norm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
 
     def __call__(
-        self, inputs: mx.array, cache: list[Any] | None = None, input_embeddings: mx.array | None = None
+        self,
+        inputs: mx.array,
+        cache: list[Any] | None = None,
+        input_embeddings: mx.array | None = None,
+        *,
+        normalize: bool = True,
     ) -> mx.array:
+        """Hidden states after the final norm (before it with ``normalize=False``)."""
         h = input_embeddings if input_embeddings is not None else self.embed_tokens(inputs)
         caches: list[Any] = list(cache) if cache is not None else [None] * len(self.layers)
         # One mask per attention kind, made from the first layer of that kind (all its caches agree).
@@ -244,7 +255,7 @@ class LlamaModel(nn.Module):
                 masks[layer.use_sliding] = create_attention_mask(h, c, window_size=window)
         for layer, c in zip(self.layers, caches, strict=True):
             h = layer(h, masks[layer.use_sliding], c)
-        return self.norm(h)
+        return self.norm(h) if normalize else h
 
 
 class Model(nn.Module):
@@ -261,7 +272,15 @@ class Model(nn.Module):
     def __call__(
         self, inputs: mx.array, cache: list[Any] | None = None, input_embeddings: mx.array | None = None
     ) -> mx.array:
-        h = self.model(inputs, cache, input_embeddings)
+        length = (input_embeddings if input_embeddings is not None else inputs).shape[1]
+        head = head_weights(self, length)
+        if head is not None:  # one token: the final norm rides on the output projection's kernel
+            h = self.model(inputs, cache, input_embeddings, normalize=False)
+            if h.dtype == head.dtype:
+                return head(h, norm_weight=self.model.norm.weight, eps=self.model.norm.eps)
+            h = self.model.norm(h)
+        else:
+            h = self.model(inputs, cache, input_embeddings)
         if self.args.tie_word_embeddings:
             return self.model.embed_tokens.as_linear(h)
         return self.lm_head(h)

@@ -1,20 +1,27 @@
 // Split-K flash-decoding, pass 1: attention of one query token over one split of the keys.
 // Body of an mx.fast.cuda_kernel (inputs not forced contiguous: strides are honoured).
-// Inputs: queries [B, Hq, 1, D], keys / values [B, Hkv, Lk, D] (dtype T, any strides),
-//         lengths [B] int32 (valid keys per batch entry), softmax_scale [1] float32,
-//         k_new / v_new [B, Hkv, 1, D] (read only when APPEND).
-// APPEND: key/value row lengths[b] - 1 is the new token: it is read from k_new / v_new, and the block
-// of split 0 writes it into keys / values at that row *in place* (the caller owns those buffers and
+// Inputs: queries [B, Hq, 1, D] (or, PACKED, the fused projection output [B, 1, (Hq + 2 Hkv) * D],
+//         row-contiguous: queries, then keys, then values of the new token), keys / values
+//         [B, Hkv, Lk, D] (dtype T, any strides), lengths [B] int32 (valid keys per batch entry),
+//         params float32 (softmax scale; PACKED: then RMSNorm eps, RoPE input scale), k_new / v_new
+//         [B, Hkv, 1, D] (read when APPEND and not PACKED), q_norm / k_norm [D] T (QK_NORM), inv_freq
+//         [D / 2] float32 (ROPE). PACKED: lengths is [1], the write position.
+// PACKED: the kernel prepares the new token itself: per-head RMSNorm of queries and keys (QK_NORM,
+// rounded like mx.fast.rms_norm), RoPE at position lengths[b] - 1 (ROPE 1: halves rotated, 2:
+// interleaved pairs; rounded to T like mx.fast.rope), then appends the key/value (PACKED implies APPEND).
+// APPEND: key/value row lengths[b] - 1 is the new token: it comes from registers, and the block of
+// split 0 writes it into keys / values at that row *in place* (the caller owns those buffers and
 // wants them updated; no other block of this launch reads that row from memory).
 // Outputs: part_o [B, Hq, splits, D] float32 (unnormalised), part_ml [B, Hq, splits, 2] float32
-//          (running max in log2 units, sum of exponentials).
-// Template: T, G (query heads per kv head), EPL (D / 32 elements per lane), NW (warps per block), APPEND.
+//          (running max in log2 units, sum of exponentials), next_pos [4] int32 (PACKED: [0] = position + 1).
+// Template: T, G (query heads per kv head), EPL (D / 32 elements per lane), NW (warps per block), APPEND,
+//           PACKED, QK_NORM, ROPE.
 // Launch: grid = (B * Hkv * splits * NW * 32, 1, 1), threadgroup = (NW * 32, 1, 1). One block per
 // (batch, kv head, split): each K/V row is read once and used for all G query heads of the group.
 constexpr int DD = EPL * 32;
 const int B = queries_shape[0];
-const int Hq = queries_shape[1];
 const int Hkv = keys_shape[1];
+const int Hq = G * Hkv;
 const int Lk = keys_shape[2];
 const int splits = static_cast<int>(gridDim.x) / (B * Hkv);
 const int blk = static_cast<int>(blockIdx.x);
@@ -25,22 +32,110 @@ const int kvh = bkv - b * Hkv;
 const int warp = static_cast<int>(threadIdx.x) / 32;
 const int lane = static_cast<int>(threadIdx.x) & 31;
 
-int len = lengths[static_cast<long long>(b) * lengths_strides[0]];
+// PACKED: `lengths` is the write position (one for the whole batch); the kernel also writes position + 1
+// to next_pos, the cache's next position (no separate kernel for the increment).
+int len = PACKED ? lengths[0] + 1 : lengths[static_cast<long long>(b) * lengths_strides[0]];
+if (PACKED && blk == 0 && threadIdx.x == 0) {
+  next_pos[0] = len;
+}
 len = len < 0 ? 0 : (len > Lk ? Lk : len);
 const int chunk = (len + splits - 1) / splits;
 const int t0 = split * chunk;
 const int t1 = (t0 + chunk < len) ? (t0 + chunk) : len;
 
 // Scaled query rows in registers; log2(e) folded in so the softmax uses exp2f.
-const float qscale = softmax_scale[0] * 1.4426950408889634f;
+const float qscale = params[0] * 1.4426950408889634f;
+const long long new_row = (APPEND || PACKED) ? static_cast<long long>(len) - 1 : -1;
 float qr[G][EPL];
+float kn[EPL];  // the new token's key and value (APPEND / PACKED)
+float vn[EPL];
+if constexpr (PACKED) {
+  const T* tok = queries + static_cast<long long>(b) * queries_strides[0];
+  const float eps = params[1];
+  const float in_scale = params[2];
+  const float pos = static_cast<float>(new_row < 0 ? 0 : new_row);
+  // One head of D values, lane holding [lane * EPL, lane * EPL + EPL): optional RMSNorm, then RoPE.
+  auto prepare = [&](const T* head, const T* norm_w, bool rotate, float* out) {
 #pragma unroll
-for (int g = 0; g < G; ++g) {
-  const long long qoff = static_cast<long long>(b) * queries_strides[0] +
-      static_cast<long long>(kvh * G + g) * queries_strides[1];
+    for (int i = 0; i < EPL; ++i) {
+      out[i] = static_cast<float>(head[lane * EPL + i]);
+    }
+    if (QK_NORM && norm_w != nullptr) {
+      float ss = 0.0f;
 #pragma unroll
-  for (int i = 0; i < EPL; ++i) {
-    qr[g][i] = static_cast<float>(queries[qoff + static_cast<long long>(lane * EPL + i) * queries_strides[3]]) * qscale;
+      for (int i = 0; i < EPL; ++i) {
+        ss += out[i] * out[i];
+      }
+      const float inv = rsqrtf(mck_warp_sum(ss) / static_cast<float>(DD) + eps);
+#pragma unroll
+      for (int i = 0; i < EPL; ++i) {
+        const T normed = static_cast<T>(out[i] * inv);
+        out[i] = static_cast<float>(static_cast<T>(static_cast<float>(norm_w[lane * EPL + i]) * static_cast<float>(normed)));
+      }
+    }
+    if (ROPE != 0 && rotate) {
+      if (in_scale != 1.0f) {
+#pragma unroll
+        for (int i = 0; i < EPL; ++i) {
+          out[i] = static_cast<float>(static_cast<T>(out[i] * in_scale));
+        }
+      }
+      float rot[EPL];
+      if constexpr (ROPE == 1) {
+        // Halves: element d pairs with d +- D/2, which sits in lane ^ 16 at the same slot.
+#pragma unroll
+        for (int i = 0; i < EPL; ++i) {
+          const float other = __shfl_xor_sync(0xffffffffu, out[i], 16);
+          const int d = lane * EPL + i;
+          const int j = d < DD / 2 ? d : d - DD / 2;
+          float sn;
+          float cs;
+          sincosf(pos * inv_freq[j], &sn, &cs);
+          rot[i] = d < DD / 2 ? out[i] * cs - other * sn : out[i] * cs + other * sn;
+        }
+      } else {
+        // Interleaved pairs (2j, 2j + 1), both in this lane (EPL is even).
+#pragma unroll
+        for (int i = 0; i < EPL; i += 2) {
+          const int j = (lane * EPL + i) / 2;
+          float sn;
+          float cs;
+          sincosf(pos * inv_freq[j], &sn, &cs);
+          rot[i] = out[i] * cs - out[i + 1] * sn;
+          rot[i + 1] = out[i] * sn + out[i + 1] * cs;
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < EPL; ++i) {
+        out[i] = static_cast<float>(static_cast<T>(rot[i]));
+      }
+    }
+  };
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    prepare(tok + static_cast<long long>(kvh * G + g) * DD, q_norm, true, qr[g]);
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) {
+      qr[g][i] *= qscale;
+    }
+  }
+  prepare(tok + static_cast<long long>(Hq + kvh) * DD, k_norm, true, kn);
+  prepare(tok + static_cast<long long>(Hq + Hkv + kvh) * DD, nullptr, false, vn);
+} else {
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const long long qoff = static_cast<long long>(b) * queries_strides[0] +
+        static_cast<long long>(kvh * G + g) * queries_strides[1];
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) {
+      qr[g][i] = static_cast<float>(queries[qoff + static_cast<long long>(lane * EPL + i) * queries_strides[3]]) * qscale;
+    }
+  }
+  if constexpr (APPEND) {
+    const T* knew = k_new + static_cast<long long>(b) * k_new_strides[0] + static_cast<long long>(kvh) * k_new_strides[1];
+    const T* vnew = v_new + static_cast<long long>(b) * v_new_strides[0] + static_cast<long long>(kvh) * v_new_strides[1];
+    mck_load_lane<T, EPL>(knew, k_new_strides[3], false, lane, kn);
+    mck_load_lane<T, EPL>(vnew, v_new_strides[3], false, lane, vn);
   }
 }
 
@@ -66,24 +161,24 @@ for (int g = 0; g < G; ++g) {
   }
 }
 
-const long long new_row = APPEND ? static_cast<long long>(len) - 1 : -1;
-const T* knew = k_new + static_cast<long long>(b) * k_new_strides[0] + static_cast<long long>(kvh) * k_new_strides[1];
-const T* vnew = v_new + static_cast<long long>(b) * v_new_strides[0] + static_cast<long long>(kvh) * v_new_strides[1];
-if (APPEND && split == 0 && warp == 0 && new_row >= 0) {
+if ((APPEND || PACKED) && split == 0 && warp == 0 && new_row >= 0) {
   T* kdst = const_cast<T*>(kbase) + new_row * keys_strides[2];
   T* vdst = const_cast<T*>(vbase) + new_row * values_strides[2];
 #pragma unroll
   for (int i = 0; i < EPL; ++i) {
     const long long d = lane * EPL + i;
-    kdst[d * keys_strides[3]] = knew[d * k_new_strides[3]];
-    vdst[d * values_strides[3]] = vnew[d * v_new_strides[3]];
+    kdst[d * keys_strides[3]] = static_cast<T>(kn[i]);
+    vdst[d * values_strides[3]] = static_cast<T>(vn[i]);
   }
 }
 
 auto load_row = [&](int t, float* kr, float* vr) {
-  if (APPEND && t == new_row) {
-    mck_load_lane<T, EPL>(knew, k_new_strides[3], false, lane, kr);
-    mck_load_lane<T, EPL>(vnew, v_new_strides[3], false, lane, vr);
+  if ((APPEND || PACKED) && t == new_row) {
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) {
+      kr[i] = kn[i];
+      vr[i] = vn[i];
+    }
   } else {
     mck_load_lane<T, EPL>(kbase + static_cast<long long>(t) * keys_strides[2], keys_strides[3], k_fast, lane, kr);
     mck_load_lane<T, EPL>(vbase + static_cast<long long>(t) * values_strides[2], values_strides[3], v_fast, lane, vr);

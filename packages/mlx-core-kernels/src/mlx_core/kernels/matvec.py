@@ -1,0 +1,272 @@
+"""Fused decode matvec: ``epilogue(W @ prologue(x))`` for one (or a few) tokens in one kernel.
+
+At decode time every projection multiplies one token by a weight matrix; on a GPU each of those is a
+kernel whose launch and ramp-up cost as much as streaming a small weight. The transformer block around
+them is a chain of such products glued by small element-wise kernels (RMSNorm, residual add, SwiGLU).
+`fused_matvec` folds the glue into the product:
+
+- prologue ``norm_weight``: RMSNorm of ``x`` (each block recomputes it from ``x``, a few KB);
+- epilogue ``residual``: ``residual + W @ x``;
+- epilogue ``swiglu``: ``W`` holds gate rows then up rows (``gate_up_proj``), output ``silu(gate) * up``.
+
+Weights are dense (``[O, I]``, the dtype of ``x``) or MLX affine-quantized (``mx.quantize``: packed
+``uint32`` plus ``scales``/``biases``), 4 or 8 bits. Rounding follows the unfused ops (each intermediate is
+rounded to the activation dtype where the unfused graph rounds it), so the fused and unfused paths agree
+to the accumulation order of the dot products.
+
+The CUDA kernel covers up to 8 input rows whose ``[rows, I]`` fit in 40 KB of shared memory and ``I`` a
+multiple of 32 × the values per 16 bytes; anything else (and the CPU and Metal) runs the same computation as
+MLX ops. There is no Metal kernel: Metal runs the MLX ops.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import mlx.core as mx
+from mlx_core.kernels._scalars import kernel_scalars
+from mlx_core.kernels._sources import kernel_source
+from mlx_core.kernels._validate import require_array, require_eps, require_float
+from mlx_core.kernels.backend import resolve_backend
+from mlx_core.kernels.swiglu import fused_swiglu
+
+__all__ = ["fused_matvec", "matvec_cuda", "matvec_kernel_supports"]
+
+_MAX_ROWS = 8
+_SHARED_BYTES = 40 * 1024
+_KERNEL_BITS = (4, 8)
+_KERNEL_GROUPS = (32, 64, 128)
+
+
+@functools.cache
+def _cuda_kernel() -> Any:
+    return mx.fast.cuda_kernel(
+        name="mlx_core_matvec",
+        input_names=["x", "w", "scales", "biases", "norm_w", "residual", "params"],
+        output_names=["y"],
+        source=kernel_source("matvec.cu"),
+        header=kernel_source("common.cuh"),
+        ensure_row_contiguous=True,
+    )
+
+
+def _values_per_chunk(bits: int | None, dtype: mx.Dtype) -> int:
+    """Weight values in one 16-byte load."""
+    return 128 // bits if bits else 16 // dtype.size
+
+
+def matvec_kernel_supports(
+    rows: int, in_features: int, dtype: mx.Dtype, bits: int | None, group_size: int
+) -> bool:
+    """Whether the CUDA kernel covers ``rows`` input rows of ``in_features`` (else the MLX ops run)."""
+    if rows < 1 or rows > _MAX_ROWS or rows * in_features * dtype.size > _SHARED_BYTES:
+        return False
+    if bits is not None and (bits not in _KERNEL_BITS or group_size not in _KERNEL_GROUPS):
+        return False
+    vals = _values_per_chunk(bits, dtype)
+    return in_features % (vals * 32) == 0 and (bits is None or group_size % vals == 0)
+
+
+def matvec_cuda(
+    x: mx.array,
+    weight: mx.array,
+    scales: mx.array | None,
+    biases: mx.array | None,
+    *,
+    bits: int | None,
+    group_size: int,
+    norm_weight: mx.array | None,
+    eps: float,
+    residual: mx.array | None,
+    swiglu: bool,
+    warps: int | None = None,
+    rows_per_warp: int | None = None,
+) -> mx.array:
+    """Launch the CUDA kernel (no validation): ``x`` is ``[NB, I]``, the result ``[NB, OUT]``.
+
+    ``warps`` (per block) and ``rows_per_warp`` override the launch shape (for tuning).
+    """
+    rows, in_features = x.shape
+    out_features = weight.shape[0] // 2 if swiglu else weight.shape[0]
+    warps = warps or (8 if out_features >= 8192 else 4)
+    rows_per_warp = rows_per_warp or (4 if out_features >= 65536 else 1)
+    per_block = warps * rows_per_warp
+    placeholder = x  # never read: the template switches the corresponding code off
+    (y,) = _cuda_kernel()(
+        inputs=[
+            x,
+            weight,
+            scales if scales is not None else placeholder,
+            biases if biases is not None else placeholder,
+            norm_weight if norm_weight is not None else placeholder,
+            residual if residual is not None else placeholder,
+            kernel_scalars((float(eps),)),
+        ],
+        template=[
+            ("T", x.dtype),
+            ("I", in_features),
+            ("OUT", out_features),
+            ("NB", rows),
+            ("QB", bits or 0),
+            ("GS", group_size),
+            ("NORM", norm_weight is not None),
+            ("EPI", 2 if swiglu else (1 if residual is not None else 0)),
+            ("NW", warps),
+            ("RPW", rows_per_warp),
+        ],
+        grid=(-(-out_features // per_block) * warps * 32, 1, 1),
+        threadgroup=(warps * 32, 1, 1),
+        output_shapes=[(rows, out_features)],
+        output_dtypes=[x.dtype],
+    )
+    return y
+
+
+def _ops(
+    x: mx.array,
+    weight: mx.array,
+    scales: mx.array | None,
+    biases: mx.array | None,
+    bits: int | None,
+    group_size: int,
+    norm_weight: mx.array | None,
+    eps: float,
+    residual: mx.array | None,
+    swiglu: bool,
+) -> mx.array:
+    """The same computation as MLX ops (the unfused graph of a decoder block)."""
+    if norm_weight is not None:
+        x = mx.fast.rms_norm(x, norm_weight, eps)
+    if scales is not None:
+        y = mx.quantized_matmul(
+            x, weight, scales, biases, transpose=True, group_size=group_size, bits=bits or 4
+        )
+    else:
+        y = x @ weight.T
+    if swiglu:
+        gate, up = mx.split(y, 2, axis=-1)
+        y = fused_swiglu(up, gate)
+    if residual is not None:
+        y = residual + y
+    return y
+
+
+def _check_quantization(
+    weight: mx.array, scales: Any, biases: Any, bits: Any, group_size: Any, in_features: int
+) -> int | None:
+    """Validate the quantization arguments; return ``bits`` (``None`` for a dense weight)."""
+    if scales is None:
+        if biases is not None or bits is not None:
+            raise ValueError("biases/bits given without scales: pass all three for a quantized weight.")
+        return None
+    scales = require_array("scales", scales)
+    biases = require_array("biases", biases)
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
+        raise ValueError(f"bits must be an int in [2, 8] for a quantized weight, got {bits!r}.")
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
+        raise ValueError(f"group_size must be a positive int, got {group_size!r}.")
+    if weight.dtype != mx.uint32:
+        raise TypeError(f"a quantized weight is packed uint32 (mx.quantize), got {weight.dtype}.")
+    groups = in_features // group_size
+    if in_features % group_size or scales.shape != (weight.shape[0], groups) or biases.shape != scales.shape:
+        raise ValueError(
+            f"scales/biases must be [{weight.shape[0]}, {groups}] for {in_features} inputs in groups of "
+            f"{group_size}, got {tuple(scales.shape)} and {tuple(biases.shape)}."
+        )
+    if weight.shape[1] * 32 != in_features * bits:
+        raise ValueError(
+            f"packed weight {tuple(weight.shape)} holds {weight.shape[1] * 32 // bits} values per row at "
+            f"{bits} bits, but x has {in_features} features."
+        )
+    return bits
+
+
+def fused_matvec(
+    x: mx.array,
+    weight: mx.array,
+    scales: mx.array | None = None,
+    biases: mx.array | None = None,
+    *,
+    bits: int | None = None,
+    group_size: int = 64,
+    norm_weight: mx.array | None = None,
+    eps: float = 1e-6,
+    residual: mx.array | None = None,
+    swiglu: bool = False,
+    backend: str | None = None,
+) -> mx.array:
+    """``epilogue(W @ prologue(x))`` over the last axis of ``x``, in one kernel on CUDA.
+
+    Args:
+        x: activations ``[..., I]`` (float32, float16 or bfloat16).
+        weight: ``[O, I]`` in ``x``'s dtype, or packed ``uint32`` ``[O, I * bits / 32]`` with ``scales``
+            and ``biases`` ``[O, I / group_size]`` (``mx.quantize``'s affine mode).
+        bits, group_size: the quantization (``bits`` required with ``scales``).
+        norm_weight: ``[I]``: apply ``mx.fast.rms_norm(x, norm_weight, eps)`` first.
+        residual: ``[..., O]``: return ``residual + W @ x``.
+        swiglu: ``W``'s first ``O / 2`` rows are the gate, the rest the up projection: return
+            ``silu(gate) * up`` (``[..., O / 2]``). Excludes ``residual``.
+        backend: ``None``/``"auto"``, ``"fallback"`` (MLX ops), ``"cuda"``.
+
+    Returns:
+        ``[..., O]`` (``[..., O / 2]`` with ``swiglu``) in ``x``'s dtype.
+    """
+    x = require_array("x", x)
+    weight = require_array("weight", weight)
+    require_float("x", x)
+    if x.ndim < 1 or weight.ndim != 2:
+        raise ValueError(
+            f"x must be [..., I] and weight 2-D, got {tuple(x.shape)} and {tuple(weight.shape)}."
+        )
+    in_features = x.shape[-1]
+    q_bits = _check_quantization(weight, scales, biases, bits, group_size, in_features)
+    if q_bits is None:
+        if weight.shape[1] != in_features:
+            raise ValueError(f"weight {tuple(weight.shape)} does not take x's {in_features} features.")
+        if weight.dtype != x.dtype:
+            raise TypeError(f"weight dtype {weight.dtype} differs from x's {x.dtype}; cast one of them.")
+    elif scales is not None and scales.dtype != x.dtype:
+        raise TypeError(f"scales dtype {scales.dtype} differs from x's {x.dtype}; cast one of them.")
+    out_features = weight.shape[0]
+    if swiglu:
+        if residual is not None:
+            raise ValueError("swiglu and residual cannot be combined (the block adds after down_proj).")
+        if out_features % 2:
+            raise ValueError(f"swiglu needs gate and up rows stacked: an even row count, got {out_features}.")
+        out_features //= 2
+    if norm_weight is not None:
+        norm_weight = require_array("norm_weight", norm_weight)
+        if norm_weight.shape != (in_features,) or norm_weight.dtype != x.dtype:
+            raise ValueError(
+                f"norm_weight must be [{in_features}] in {x.dtype}, got {tuple(norm_weight.shape)} "
+                f"{norm_weight.dtype}."
+            )
+    eps = require_eps(eps)
+    lead = x.shape[:-1]
+    if residual is not None:
+        residual = require_array("residual", residual)
+        if residual.shape != (*lead, out_features) or residual.dtype != x.dtype:
+            raise ValueError(
+                f"residual must be {(*lead, out_features)} in {x.dtype}, got {tuple(residual.shape)} "
+                f"{residual.dtype}."
+            )
+    rows = 1
+    for n in lead:
+        rows *= n
+    impl = resolve_backend(backend, x.dtype)
+    if impl == "cuda" and matvec_kernel_supports(rows, in_features, x.dtype, q_bits, group_size):
+        y = matvec_cuda(
+            x.reshape(rows, in_features),
+            weight,
+            scales,
+            biases,
+            bits=q_bits,
+            group_size=group_size,
+            norm_weight=norm_weight,
+            eps=eps,
+            residual=None if residual is None else residual.reshape(rows, out_features),
+            swiglu=swiglu,
+        )
+        return y.reshape(*lead, out_features)
+    return _ops(x, weight, scales, biases, q_bits, group_size, norm_weight, eps, residual, swiglu)

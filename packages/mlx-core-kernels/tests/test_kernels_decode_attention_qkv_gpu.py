@@ -1,0 +1,68 @@
+"""CUDA packed decode attention (q/k-norm + RoPE + append + attention) against the MLX-ops path."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx_core.kernels import decode_attention_qkv
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not mx.cuda.is_available(), reason="needs MLX's CUDA backend"),
+]
+
+
+BACKEND = "cuda"
+
+
+def rand(shape: tuple[int, ...], dtype: mx.Dtype, seed: int) -> mx.array:
+    rng = np.random.default_rng(seed)
+    return mx.array(rng.standard_normal(shape).astype(np.float32)).astype(dtype)
+
+
+def f32(a: mx.array) -> np.ndarray:
+    return np.array(a.astype(mx.float32))
+
+
+@pytest.mark.parametrize("dtype", [mx.bfloat16])
+@pytest.mark.parametrize("rope", ["halves", "interleaved", "none"])
+@pytest.mark.parametrize("qk_norm", [True, False])
+@pytest.mark.parametrize(
+    ("b", "hq", "hkv", "d", "pos"), [(1, 16, 8, 128, 700), (2, 32, 8, 64, 37), (1, 4, 4, 64, 0)]
+)
+def test_kernel_matches_ops(
+    b: int, hq: int, hkv: int, d: int, pos: int, qk_norm: bool, rope: str, dtype: mx.Dtype
+) -> None:
+    cap = pos + 9
+    k_cache, v_cache = rand((b, hkv, cap, d), dtype, 1), rand((b, hkv, cap, d), dtype, 2)
+    qkv = rand((b, 1, (hq + 2 * hkv) * d), dtype, 3)
+    norms = {"q_norm": rand((d,), dtype, 4), "k_norm": rand((d,), dtype, 5)} if qk_norm else {}
+    inv = (1.0 / (10000.0 ** (np.arange(0, d, 2) / d))).astype(np.float32) * 0.7
+    rot = (
+        {} if rope == "none" else {"rope_inv_freq": mx.array(inv), "rope_traditional": rope == "interleaved"}
+    )
+    kw = {"n_heads": hq, "eps": 1e-6, **norms, **rot, "rope_input_scale": 1.0 if rope != "halves" else 1.1}
+    mx.eval(k_cache, v_cache)
+    k_ref, v_ref = k_cache + 0, v_cache + 0  # copies: the CUDA call writes k_cache/v_cache in place
+    mx.eval(k_ref, v_ref)
+    want, k_want, v_want, _ = decode_attention_qkv(qkv, k_ref, v_ref, pos, d**-0.5, backend="fallback", **kw)
+    mx.eval(want, k_want, v_want)
+    got, k_got, v_got, next_pos = decode_attention_qkv(
+        qkv, k_cache, v_cache, mx.array(pos), d**-0.5, backend=BACKEND, **kw
+    )
+    mx.eval(got, k_got, v_got, next_pos)
+    assert next_pos.item() == pos + 1
+    t = {"rtol": 2e-2, "atol": 2e-2} if dtype != mx.float32 else {"rtol": 1e-4, "atol": 1e-4}
+    assert got.shape == (b, 1, hq * d)
+    np.testing.assert_allclose(f32(got), f32(want), **t)
+    # The new row was appended (in place on CUDA: the same buffers come back), nothing else changed.
+    assert BACKEND != "cuda" or (k_got is k_cache and v_got is v_cache)
+    np.testing.assert_allclose(f32(k_got), f32(k_want), **t)
+    np.testing.assert_allclose(f32(v_got), f32(v_want), **t)
+    assert np.abs(f32(k_got)[:, :, pos] - f32(k_ref)[:, :, pos]).max() > 0.01
+
+
+@pytest.mark.parametrize("dtype", [mx.float16, mx.float32])
+def test_other_dtypes(dtype: mx.Dtype) -> None:
+    test_kernel_matches_ops(1, 16, 8, 128, 700, True, "halves", dtype)

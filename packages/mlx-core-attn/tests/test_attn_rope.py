@@ -13,9 +13,11 @@ from mlx_core.attn import (
     LongRoPE,
     MRoPE,
     RopeConfigError,
+    RotationTable,
     apply_yarn_mscale,
     initialize_rope,
     resolve_rope_parameters,
+    rotation_table,
 )
 
 RNG = np.random.default_rng(0)
@@ -372,3 +374,66 @@ def test_every_type_matches_mlx_lm(name: str) -> None:
     if name.startswith("yarn") or name == "deepseek_yarn":
         assert ours.mscale == pytest.approx(theirs.mscale, rel=1e-9)
         assert apply_yarn_mscale(0.1, cfg) == pytest.approx(rope_utils.apply_yarn_mscale(0.1, cfg), rel=1e-12)
+
+
+# ------------------------------------------------------- rotation_table: the rope as fused kernels take it
+def rotate_with_table(x: np.ndarray, offset: int, table: RotationTable) -> np.ndarray:
+    """float64 RoPE from a RotationTable: angle (offset + l) * inv_freq[j], features scaled first."""
+    x = x.astype(np.float64) * table.input_scale
+    inv = np.array(table.inv_freq).astype(np.float64)
+    pos = offset + np.arange(x.shape[-2], dtype=np.float64)[:, None]
+    cos, sin = np.cos(pos * inv), np.sin(pos * inv)
+    if table.traditional:
+        a, b = x[..., 0::2], x[..., 1::2]
+        out = np.empty_like(x)
+        out[..., 0::2], out[..., 1::2] = a * cos - b * sin, a * sin + b * cos
+        return out
+    half = x.shape[-1] // 2
+    a, b = x[..., :half], x[..., half:]
+    return np.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
+
+
+@pytest.mark.parametrize("traditional", [False, True])
+@pytest.mark.parametrize(
+    "config",
+    [
+        None,
+        {"type": "linear", "factor": 4.0},
+        {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+        {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "attention_factor": 1.5},
+    ],
+    ids=["default", "linear", "llama3", "yarn"],
+)
+def test_rotation_table_reproduces_the_module(config: dict | None, traditional: bool) -> None:
+    rope = initialize_rope(32, 10000.0, traditional, config, max_position_embeddings=256)
+    table = rotation_table(rope, 32)
+    assert table is not None and table.traditional == traditional
+    assert table.inv_freq.dtype == mx.float32 and table.inv_freq.shape == (16,)
+    x = rand(1, 2, 3, 32, seed=5)
+    got = np.array(rope(mx.array(x), offset=37))
+    np.testing.assert_allclose(got, rotate_with_table(x, 37, table), rtol=1e-4, atol=1e-4)
+    assert table.input_scale == (1.5 if config and config.get("type") == "yarn" else 1.0)
+
+
+def test_rotation_table_declines_ropes_it_cannot_express() -> None:
+    assert rotation_table(initialize_rope(32, 10000.0, False, None), 64) is None  # partial rotation
+    dynamic = initialize_rope(
+        32, 10000.0, False, {"type": "dynamic", "factor": 2.0}, max_position_embeddings=64
+    )
+    assert rotation_table(dynamic, 32) is None  # angles depend on the sequence length
+    orig = 64
+    su = {
+        "type": "longrope",
+        "short_factor": [1.0] * 16,
+        "long_factor": [2.0] * 16,
+        "original_max_position_embeddings": orig,
+    }
+    assert rotation_table(initialize_rope(32, 10000.0, False, su, max_position_embeddings=256), 32) is None
+    assert rotation_table(MRoPE(32, mrope_section=[4, 6, 6]), 32) is None
+    assert rotation_table(object(), 32) is None

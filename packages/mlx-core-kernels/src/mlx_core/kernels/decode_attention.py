@@ -281,6 +281,26 @@ def decode_attention(
     return _fallback(q, k, v, float(scale), valid_length, lengths)
 
 
+def _position_array(position: Any, capacity: int) -> mx.array:
+    """``position`` (the cache row the new token goes to) as an int32 array, validated.
+
+    An int must lie in ``[0, capacity)``. An array is read on the device and cannot be checked without a
+    host sync: the caller guarantees the range (`StaticKVCache` checks its capacity in eager mode; a compiled
+    loop stops at `room`). On CUDA an out-of-range array position is clamped to the last row.
+    """
+    if isinstance(position, bool) or not isinstance(position, (int, mx.array)):
+        raise TypeError(f"position must be an int or an integer mx.array, got {type(position).__name__}.")
+    if isinstance(position, int):
+        if not 0 <= position < capacity:
+            raise ValueError(f"position={position} is outside the cache's {capacity} rows [0, {capacity}).")
+        return mx.array(position, dtype=mx.int32)
+    if not mx.issubdtype(position.dtype, mx.integer):
+        raise TypeError(f"position has dtype {position.dtype}; use an integer array.")
+    if position.size != 1:
+        raise ValueError(f"position must be an int or a one-element int array, got shape {position.shape}.")
+    return position.astype(mx.int32)
+
+
 def decode_attention_append(
     q: mx.array,
     k_cache: mx.array,
@@ -315,7 +335,7 @@ def decode_attention_append(
         raise ValueError(f"k_new {tuple(k_new.shape)} does not match the cache {tuple(k_cache.shape)}.")
     if k_new.dtype != k_cache.dtype or v_new.dtype != v_cache.dtype:
         raise TypeError(f"new keys/values ({k_new.dtype}) must have the cache dtype ({k_cache.dtype}).")
-    pos = mx.array(position, dtype=mx.int32) if isinstance(position, int) else position.astype(mx.int32)
+    pos = _position_array(position, k_cache.shape[2])
     lengths = mx.broadcast_to(pos.reshape(-1) + 1, (q.shape[0],))
     impl = resolve_backend(backend, q.dtype)
     if impl == "cuda" and kernel_supports(q, k_cache):
@@ -401,9 +421,7 @@ def decode_attention_qkv(
             raise ValueError(f"{name} must be [{d}] in {qkv.dtype}, got {tuple(w.shape)} {w.dtype}.")
     eps = require_eps(eps)
     rope = _rope_mode(rope_inv_freq, rope_traditional, d)
-    if isinstance(position, mx.array) and position.size != 1:
-        raise ValueError(f"position must be an int or a one-element int array, got shape {position.shape}.")
-    pos = mx.array(position, dtype=mx.int32) if isinstance(position, int) else position.astype(mx.int32)
+    pos = _position_array(position, k_cache.shape[2])
     impl = resolve_backend(backend, qkv.dtype)
     if impl == "cuda" and _kernel_covers(n_heads, k_cache) and (rope != 2 or (d // 32) % 2 == 0):
         prep = TokenPrep(q_norm, k_norm, eps, rope, rope_inv_freq, float(rope_input_scale))

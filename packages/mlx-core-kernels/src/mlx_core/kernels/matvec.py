@@ -36,6 +36,7 @@ __all__ = ["fused_matvec", "matvec_cuda", "matvec_kernel_supports"]
 _MAX_ROWS = 8
 _SHARED_BYTES = 40 * 1024
 _KERNEL_BITS = (4, 8)
+_AFFINE_BITS = (1, 2, 3, 4, 5, 6, 8)  # what mx.quantize's affine mode supports
 _KERNEL_GROUPS = (32, 64, 128)
 
 
@@ -162,8 +163,8 @@ def _check_quantization(
         return None
     scales = require_array("scales", scales)
     biases = require_array("biases", biases)
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
-        raise ValueError(f"bits must be an int in [2, 8] for a quantized weight, got {bits!r}.")
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits not in _AFFINE_BITS:
+        raise ValueError(f"bits must be one of {_AFFINE_BITS} for a quantized weight, got {bits!r}.")
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
         raise ValueError(f"group_size must be a positive int, got {group_size!r}.")
     if weight.dtype != mx.uint32:
@@ -226,8 +227,11 @@ def fused_matvec(
             raise ValueError(f"weight {tuple(weight.shape)} does not take x's {in_features} features.")
         if weight.dtype != x.dtype:
             raise TypeError(f"weight dtype {weight.dtype} differs from x's {x.dtype}; cast one of them.")
-    elif scales is not None and scales.dtype != x.dtype:
-        raise TypeError(f"scales dtype {scales.dtype} differs from x's {x.dtype}; cast one of them.")
+    elif scales is not None and (scales.dtype != x.dtype or biases is None or biases.dtype != x.dtype):
+        raise TypeError(
+            f"scales/biases dtypes ({scales.dtype}, {None if biases is None else biases.dtype}) must be x's "
+            f"{x.dtype}; cast them."
+        )
     out_features = weight.shape[0]
     if swiglu:
         if residual is not None:

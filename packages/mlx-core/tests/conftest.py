@@ -7,10 +7,40 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_demo_model.py"
+
+
+def _random_model(config: dict[str, Any], seed: int, quantize: bool = False) -> Any:
+    """A reference-family model from a config dict with seeded N(0, 0.3²) matrices (1-D params N(0, 1)),
+    optionally 4-bit quantized in groups of 32, evaluated."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    import numpy as np
+    from mlx.utils import tree_flatten
+    from mlx_core.models import Model, ModelArgs
+
+    model = Model(ModelArgs.from_dict(config))
+    rng = np.random.default_rng(seed)
+    model.load_weights(
+        [
+            (k, mx.array((rng.standard_normal(v.shape) * (0.3 if v.ndim > 1 else 1.0)).astype(np.float32)))
+            for k, v in tree_flatten(model.parameters())
+        ]
+    )
+    if quantize:
+        nn.quantize(model, group_size=32, bits=4)
+    mx.eval(model.parameters())
+    return model
+
+
+@pytest.fixture
+def random_model() -> Callable[..., Any]:
+    """``random_model(config, seed, quantize=False)``: see `_random_model`."""
+    return _random_model
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ weights go where, the cache append, the position, the folded final norm) against
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
@@ -13,10 +14,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
-from mlx.utils import tree_flatten
 from mlx_core.cache import StaticKVCache
 from mlx_core.generate import Generate, clear_compiled_steps
-from mlx_core.models import Model, ModelArgs, fuse_projections
+from mlx_core.models import Model, fuse_projections
 from mlx_core.models import fused_decode as fd
 
 BASE: dict[str, Any] = {
@@ -46,21 +46,15 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def build(config: dict[str, Any], quantize: bool = False, fuse: bool = True, seed: int = 0) -> Model:
-    model = Model(ModelArgs.from_dict(config))
-    rng = np.random.default_rng(seed)
-    model.load_weights(
-        [
-            (k, mx.array((rng.standard_normal(v.shape) * (0.3 if v.ndim > 1 else 1.0)).astype(np.float32)))
-            for k, v in tree_flatten(model.parameters())
-        ]
-    )
-    if quantize:
-        nn.quantize(model, group_size=32, bits=4)
-    if fuse:
-        fuse_projections(model)
-    mx.eval(model.parameters())
-    return model
+@pytest.fixture
+def build(random_model: Callable[..., Model]) -> Callable[..., Model]:
+    """``build(config, quantize=False, fuse=True, seed=0)``: a random model, projections fused by default."""
+
+    def make(config: dict[str, Any], quantize: bool = False, fuse: bool = True, seed: int = 0) -> Model:
+        model = random_model(config, seed, quantize)
+        return fuse_projections(model) if fuse else model
+
+    return make
 
 
 class Counter:
@@ -95,7 +89,7 @@ def deferred_logits(model: Model, tokens: np.ndarray, mode: str) -> np.ndarray:
 @pytest.mark.parametrize("quantize", [False, True], ids=["float32", "q4"])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_fused_logits_match_the_layer_code(
-    name: str, quantize: bool, monkeypatch: pytest.MonkeyPatch
+    name: str, quantize: bool, monkeypatch: pytest.MonkeyPatch, build: Callable[..., Model]
 ) -> None:
     model = build(CONFIGS[name], quantize)
     tokens = np.random.default_rng(1).integers(0, BASE["vocab_size"], size=14)
@@ -109,7 +103,9 @@ def test_fused_logits_match_the_layer_code(
 
 
 @pytest.mark.parametrize("name", ["qwen3", "llama3-rope"])
-def test_compiled_generate_tokens_identical(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compiled_generate_tokens_identical(
+    name: str, monkeypatch: pytest.MonkeyPatch, build: Callable[..., Model]
+) -> None:
     model = build(CONFIGS[name], seed=3)
     prompt = mx.array(np.random.default_rng(2).integers(0, BASE["vocab_size"], size=20))
     runs = {}
@@ -126,7 +122,9 @@ def test_compiled_generate_tokens_identical(name: str, monkeypatch: pytest.Monke
     assert len(set(runs["never"])) > 3  # not a degenerate repetition
 
 
-def test_path_not_taken_where_it_does_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_path_not_taken_where_it_does_not_apply(
+    monkeypatch: pytest.MonkeyPatch, build: Callable[..., Model]
+) -> None:
     tokens = np.random.default_rng(4).integers(0, BASE["vocab_size"], size=9)
     counter = Counter(monkeypatch)
     unfused = build(CONFIGS["qwen3"], fuse=False)  # no qkv_proj / gate_up_proj
@@ -147,7 +145,7 @@ def test_path_not_taken_where_it_does_not_apply(monkeypatch: pytest.MonkeyPatch)
     assert counter.calls == 0
 
 
-def test_fused_head_folds_the_final_norm() -> None:
+def test_fused_head_folds_the_final_norm(build: Callable[..., Model]) -> None:
     model = build(CONFIGS["llama3-rope"])
     tokens = mx.array([[5]])
     want = np.array(model(tokens))

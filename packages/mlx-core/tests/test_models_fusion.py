@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,6 @@ import pytest
 from mlx.utils import tree_flatten
 from mlx_core.models import (
     Model,
-    ModelArgs,
     ShardingError,
     fuse_projections,
     fused_projection_count,
@@ -40,21 +40,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
 DEMO = Path(__file__).resolve().parents[1] / "src" / "mlx_core" / "models" / "demo"
 
 
-def _model(config: dict[str, Any], seed: int, quantize: bool = False) -> Model:
-    model = Model(ModelArgs.from_dict(config))
-    rng = np.random.default_rng(seed)
-    model.load_weights(
-        [
-            (k, mx.array((rng.standard_normal(v.shape) * (0.3 if v.ndim > 1 else 1.0)).astype(np.float32)))
-            for k, v in tree_flatten(model.parameters())
-        ]
-    )
-    if quantize:
-        nn.quantize(model, group_size=32, bits=4)
-    mx.eval(model.parameters())
-    return model
-
-
 def _logits(model: Model, tokens: np.ndarray) -> np.ndarray:
     """Prefill of 6 tokens then single-token decode steps through the model's caches: [1, L, V]."""
     caches = model.make_cache()
@@ -65,8 +50,8 @@ def _logits(model: Model, tokens: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("quantize", [False, True], ids=["float32", "q4"])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_fused_logits_equal_unfused(name: str, quantize: bool) -> None:
-    model = _model(CONFIGS[name], seed=len(name), quantize=quantize)
+def test_fused_logits_equal_unfused(name: str, quantize: bool, random_model: Callable[..., Model]) -> None:
+    model = random_model(CONFIGS[name], seed=len(name), quantize=quantize)
     tokens = np.random.default_rng(1).integers(0, BASE["vocab_size"], size=10)
     want = _logits(model, tokens)
     assert fuse_projections(model) is model
@@ -101,10 +86,10 @@ def test_fused_weights_are_the_concatenation() -> None:
     np.testing.assert_array_equal(dequant(qfused), np.concatenate([dequant(q) for q in quantized]))
 
 
-def test_mixed_quantization_is_left_unfused_and_still_correct() -> None:
+def test_mixed_quantization_is_left_unfused_and_still_correct(random_model: Callable[..., Model]) -> None:
     """mlx-lm's mixed recipes give v_proj more bits: q/k/v cannot share one matmul, gate/up still can."""
     config = CONFIGS["llama"]
-    model = _model(config, seed=4)
+    model = random_model(config, seed=4)
 
     def recipe(path: str, module: nn.Module) -> dict[str, int] | bool:
         if not isinstance(module, nn.Linear):
@@ -122,11 +107,11 @@ def test_mixed_quantization_is_left_unfused_and_still_correct() -> None:
     assert fused_projection_count(model) == BASE["num_hidden_layers"]
 
 
-def test_fusion_and_sharding_exclude_each_other() -> None:
-    fused = fuse_projections(_model(CONFIGS["llama"], seed=0))
+def test_fusion_and_sharding_exclude_each_other(random_model: Callable[..., Model]) -> None:
+    fused = fuse_projections(random_model(CONFIGS["llama"], seed=0))
     with pytest.raises(ShardingError, match="fused projections"):
         shard_model(fused, mx.distributed.init())
-    sharded = _model(CONFIGS["llama"], seed=0)
+    sharded = random_model(CONFIGS["llama"], seed=0)
     sharded._tensor_parallel_size = 2  # what shard_model records on a real 2-rank split
     with pytest.raises(ShardingError, match="cannot fuse a tensor-parallel"):
         fuse_projections(sharded)
@@ -134,11 +119,11 @@ def test_fusion_and_sharding_exclude_each_other() -> None:
         fuse_projections(nn.Linear(2, 2))  # type: ignore[arg-type]
 
 
-def test_load_model_fuse_option(tmp_path: Path) -> None:
+def test_load_model_fuse_option(tmp_path: Path, random_model: Callable[..., Model]) -> None:
     if not (DEMO / "tokenizer.json").is_file():
         pytest.skip("the shipped demo model's tokenizer is missing")
     config = CONFIGS["qwen2-bias"]
-    model = _model(config, seed=9, quantize=True)
+    model = random_model(config, seed=9, quantize=True)
     quantization = {"group_size": 32, "bits": 4}
     (tmp_path / "config.json").write_text(json.dumps({**config, "quantization": quantization}))
     mx.save_safetensors(str(tmp_path / "model.safetensors"), dict(tree_flatten(model.parameters())))

@@ -13,6 +13,8 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 from mlx_core.generate import Generate
+from mlx_core.models import fuse_projections, fused_projection_count
+from mlx_core.models import fused_decode as fd
 from mlx_core.models.sharded_loading import ShardedCheckpoint, load_sharded_weights
 from mlx_core.models.sharding import collectives_per_step, distributed_group, leave_group
 
@@ -26,6 +28,9 @@ def main() -> None:
     parser.add_argument("--prompt", default="1,5,9,3,7")
     parser.add_argument("--max-tokens", type=int, default=12)
     parser.add_argument("--shard-lm-head", action="store_true")
+    parser.add_argument(
+        "--fuse", action="store_true", help="also fuse the local shards and decode through the fused path"
+    )
     args = parser.parse_args()
 
     group = distributed_group(args.backend, expected_size=args.world_size)
@@ -42,7 +47,23 @@ def main() -> None:
     caches = model.make_cache()
     model(mx.array([prompt]), cache=caches)
     mx.eval([c.state for c in caches])
+    fused: dict[str, object] = {}
+    if args.fuse:
+        fuse_projections(model)  # each rank's own q/k/v and gate/up shards
+        calls = [0]
+        original = fd.decode_attention_qkv
+
+        def counted(*a: object, **k: object) -> object:
+            calls[0] += 1
+            return original(*a, **k)  # type: ignore[arg-type]
+
+        fd.decode_attention_qkv = counted  # type: ignore[assignment]
+        with fd.fused_decode("always"):  # the CPU runs the fused kernels' MLX-ops paths
+            fused["greedy_fused"] = list(Generate(model, prompt, max_tokens=args.max_tokens, compile=True))
+        fused["fused_attention_calls"] = calls[0]
+        fused["fused_projections"] = fused_projection_count(model)
     report = {
+        **fused,
         "rank": group.rank(),
         "size": group.size(),
         "greedy": greedy,

@@ -22,6 +22,7 @@ from mlx_core.models import (
     shard_model,
 )
 from mlx_core.models.fusion import fuse_linears
+from mlx_core.models.sharding import InferenceAllToShardedLinear
 
 BASE: dict[str, Any] = {
     "hidden_size": 64,
@@ -107,14 +108,25 @@ def test_mixed_quantization_is_left_unfused_and_still_correct(random_model: Call
     assert fused_projection_count(model) == BASE["num_hidden_layers"]
 
 
-def test_fusion_and_sharding_exclude_each_other(random_model: Callable[..., Model]) -> None:
+def test_fuse_after_sharding_not_before(random_model: Callable[..., Model]) -> None:
     fused = fuse_projections(random_model(CONFIGS["llama"], seed=0))
     with pytest.raises(ShardingError, match="fused projections"):
         shard_model(fused, mx.distributed.init())
+    # The other order works: shard, then fuse each rank's local shards (column-split inference layers).
     sharded = random_model(CONFIGS["llama"], seed=0)
-    sharded._tensor_parallel_size = 2  # what shard_model records on a real 2-rank split
-    with pytest.raises(ShardingError, match="cannot fuse a tensor-parallel"):
-        fuse_projections(sharded)
+    tokens = np.random.default_rng(2).integers(0, BASE["vocab_size"], size=8)
+    want = _logits(sharded, tokens)
+    for layer in sharded.layers:  # a one-rank "split": the shard types, the full weights
+        for owner, names in (
+            (layer.self_attn, ("q_proj", "k_proj", "v_proj")),
+            (layer.mlp, ("gate_proj", "up_proj")),
+        ):
+            for n in names:
+                owner[n] = InferenceAllToShardedLinear.from_linear(owner[n], group=mx.distributed.init())
+    fuse_projections(sharded)
+    assert fused_projection_count(sharded) == 2 * BASE["num_hidden_layers"]
+    assert type(sharded.layers[0].self_attn.qkv_proj) is nn.Linear
+    np.testing.assert_allclose(_logits(sharded, tokens), want, rtol=1e-6, atol=1e-6)
     with pytest.raises(TypeError, match=r"expects a mlx_core\.models\.Model"):
         fuse_projections(nn.Linear(2, 2))  # type: ignore[arg-type]
 

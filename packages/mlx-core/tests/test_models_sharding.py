@@ -162,6 +162,23 @@ def test_sharded_greedy_matches_unsharded(
 
 
 @requires_ring
+@pytest.mark.parametrize(
+    ("name", "quantize"), [("qwen3", False), ("qwen3-q4", True), ("llama-nobias", False)]
+)
+def test_sharded_fused_decode_matches_unsharded(tmp_path: Path, name: str, quantize: bool) -> None:
+    """shard, then fuse each rank's local shards, then decode through the fused path (compiled)."""
+    config = QWEN3 if name.startswith("qwen3") else {**LLAMA, "attention_bias": False}
+    model = _write_checkpoint(tmp_path / name, config, seed=5, quantize=quantize)
+    greedy, _ = _reference(model)
+    reports = _run_ring(tmp_path, tmp_path / name, "--fuse")
+    for r in reports:
+        assert r["greedy_fused"] == greedy
+        assert r["fused_projections"] == 2 * config["num_hidden_layers"]
+        # Traced once: one fused attention call per layer (then the trace replays).
+        assert r["fused_attention_calls"] == config["num_hidden_layers"]
+
+
+@requires_ring
 def test_per_rank_loading_reads_only_its_slices_and_vocab_split_head(tmp_path: Path) -> None:
     model = _write_checkpoint(tmp_path / "m", LLAMA, seed=5)
     greedy, logits = _reference(model)
@@ -278,9 +295,10 @@ def _cuda_devices() -> int:
 def test_nccl_sharded_greedy_matches_unsharded(tmp_path: Path, name: str, config: dict[str, Any]) -> None:
     model = _write_checkpoint(tmp_path / name, config, seed=3)
     greedy, logits = _reference(model)
-    reports = _run_nccl(tmp_path, tmp_path / name)
+    reports = _run_nccl(tmp_path, tmp_path / name, "--fuse")
     for r in reports:
         assert r["greedy"] == greedy
+        assert r["greedy_fused"] == greedy  # the fused decode kernels on each GPU, all-reduced over NCCL
         # GPU float32 matmuls may use TF32 in either process: compare logits loosely, tokens exactly.
         np.testing.assert_allclose(np.array(r["logits"]), logits, rtol=2e-2, atol=2e-2)
         assert r["cache_key_shape"][1] == config["num_key_value_heads"] // 2

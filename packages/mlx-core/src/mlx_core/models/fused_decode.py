@@ -15,6 +15,8 @@ and the final norm rides on the output projection. The path is taken for one-tok
 `StaticKVCache` inside `StaticKVCache.deferred_append` (the compiled decode step of `mlx_core.generate`),
 whose buffers the kernel may append to in place. Every other call, layer or configuration (no fused
 projections, biases, sliding windows, ropes whose angles are not position-linear) runs the ordinary code.
+A tensor-parallel model (`shard_model`, then `fuse_projections`) takes it too: each rank runs the kernels
+on its own heads and MLP columns, with the layer's two all-reduces after o_proj and down_proj.
 
 `fused_decode` chooses when: ``"auto"`` (default) only where the fused kernels run natively (CUDA),
 ``"always"`` also where they fall back to MLX ops (to test the plumbing on the CPU), ``"never"``.
@@ -29,6 +31,7 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.nn.layers.distributed import QuantizedShardedToAllLinear, ShardedToAllLinear
 from mlx_core.attn import RotationTable, rotation_table
 from mlx_core.kernels import backend, decode_attention_qkv, fused_matvec
 
@@ -91,13 +94,14 @@ class LinearWeights:
 
 def linear_weights(module: Any) -> LinearWeights | None:
     """`LinearWeights` of a bias-free ``Linear``/``QuantizedLinear`` (or an embedding used as the output
-    projection); ``None`` for anything else (biases, other quantization modes, LoRA, sharded layers).
+    projection, or the local shard of a row-split ``ShardedToAllLinear``); ``None`` for anything else
+    (biases, other quantization modes, LoRA).
     """
     kind = type(module)
-    if kind in (nn.Linear, nn.Embedding) and "bias" not in module:
+    if kind in (nn.Linear, nn.Embedding, ShardedToAllLinear) and "bias" not in module:
         return LinearWeights(module.weight)
     if (
-        kind in (nn.QuantizedLinear, nn.QuantizedEmbedding)
+        kind in (nn.QuantizedLinear, nn.QuantizedEmbedding, QuantizedShardedToAllLinear)
         and "bias" not in module
         and getattr(module, "mode", "affine") == "affine"
         and module.get("biases") is not None
@@ -113,6 +117,12 @@ class _BlockWeights:
     gate_up: LinearWeights
     down: LinearWeights
     rotation: RotationTable
+    group: Any = None  # tensor parallel: o_proj and down_proj are row-split, their outputs all-summed
+
+
+def _row_split_group(module: Any) -> Any:
+    """The ``mx.distributed`` group of a row-split (sharded-to-all) projection, else ``None``."""
+    return module.group if type(module) in (ShardedToAllLinear, QuantizedShardedToAllLinear) else None
 
 
 def _block_weights(block: Any) -> _BlockWeights | None:
@@ -127,7 +137,10 @@ def _block_weights(block: Any) -> _BlockWeights | None:
     assert qkv is not None and o is not None and gate_up is not None and down is not None
     if len({p.dtype for p in (qkv, o, gate_up, down)}) != 1:
         return None
-    return _BlockWeights(qkv, o, gate_up, down, rotation)
+    group = _row_split_group(attn.o_proj)
+    if group is not _row_split_group(mlp.down_proj):
+        return None
+    return _BlockWeights(qkv, o, gate_up, down, rotation, group)
 
 
 def decode_block(block: Any, x: mx.array, mask: Any, cache: Any) -> mx.array | None:
@@ -168,6 +181,10 @@ def decode_block(block: Any, x: mx.array, mask: Any, cache: Any) -> mx.array | N
         rope_input_scale=weights.rotation.input_scale,
     )
     cache.store_appended(keys, values, next_position)
+    if weights.group is not None:  # tensor parallel: the same two all-reduces as the layer code
+        h = x + mx.distributed.all_sum(weights.o(out), group=weights.group)
+        act = weights.gate_up(h, norm_weight=norm_post.weight, eps=norm_post.eps, swiglu=True)
+        return h + mx.distributed.all_sum(weights.down(act), group=weights.group)
     h = weights.o(out, residual=x)
     act = weights.gate_up(h, norm_weight=norm_post.weight, eps=norm_post.eps, swiglu=True)
     return weights.down(act, residual=h)

@@ -11,7 +11,9 @@ weight. A group whose layers differ in type or quantization (e.g. mlx-lm's ``mix
 ``v_proj`` more bits) is left unfused; the forward pass handles fused and unfused layers alike.
 
 The fused names (``qkv_proj``, ``gate_up_proj``) are not checkpoint names: fuse after loading, and save the
-unfused model. Fusing and tensor parallelism exclude each other (a fused matrix does not split by heads).
+unfused model. A tensor-parallel model is fused *after* `shard_model`: each rank's column-split q/k/v and
+gate/up shards (its own heads and MLP columns; inference layers without collectives) concatenate into a
+plain local projection; `shard_model` refuses an already fused model (a fused matrix does not split by heads).
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .llama import Model
-from .sharding import ShardingError, tensor_parallel_size
+from .sharding import (
+    InferenceAllToShardedLinear,
+    InferenceQuantizedAllToShardedLinear,
+)
 
 #: (fused name, the projections it replaces, in output order) per submodule kind.
 ATTENTION_GROUP = ("qkv_proj", ("q_proj", "k_proj", "v_proj"))
@@ -32,11 +37,12 @@ _PARAMS = ("weight", "scales", "biases", "bias")
 
 def _quantization(layer: nn.Module) -> tuple[Any, ...]:
     """What must agree for two layers to share one matmul: type, input size, quantization, bias."""
-    if type(layer) is nn.QuantizedLinear:
+    # A column-split inference shard computes ``x @ W_local.T (+ b_local)`` like a plain layer.
+    if type(layer) in (nn.QuantizedLinear, InferenceQuantizedAllToShardedLinear):
         return ("q", layer.group_size, layer.bits, layer.mode, "bias" in layer, layer.weight.shape[1])
-    if type(layer) is nn.Linear:
+    if type(layer) in (nn.Linear, InferenceAllToShardedLinear):
         return ("f", "bias" in layer, layer.weight.shape[1], layer.weight.dtype)
-    return ("other", id(layer))  # anything else (already sharded, LoRA, ...) is never fused
+    return ("other", id(layer))  # anything else (training shards, LoRA, ...) is never fused
 
 
 def fuse_linears(layers: list[nn.Module]) -> nn.Module | None:
@@ -47,11 +53,12 @@ def fuse_linears(layers: list[nn.Module]) -> nn.Module | None:
     kinds = {_quantization(layer) for layer in layers}
     if len(kinds) != 1 or next(iter(kinds))[0] == "other":
         return None
+    quantized = next(iter(kinds))[0] == "q"
     first = layers[0]
     params = {k: mx.concatenate([layer[k] for layer in layers], axis=0) for k in first if k in _PARAMS}
     out_dims = params["weight"].shape[0]
     fused: nn.Module
-    if isinstance(first, nn.QuantizedLinear):
+    if quantized:
         # The constructor's random weights are lazy and replaced below, so they are never computed.
         fused = nn.QuantizedLinear(
             first.group_size,  # any valid input size: the weights are replaced
@@ -87,14 +94,9 @@ def _fuse_group(module: nn.Module, group: tuple[str, tuple[str, ...]]) -> bool:
 def fuse_projections(model: Model) -> Model:
     """Fuse q/k/v and gate/up of every layer in place (see the module docstring) and return the model.
 
-    Idempotent; layers that cannot be fused stay as they are. Raises `ShardingError` for a model already
-    split by `shard_model`.
+    Idempotent; layers that cannot be fused stay as they are. On a tensor-parallel model (after
+    `shard_model`) it fuses each rank's local shards.
     """
-    if tensor_parallel_size(model) != 1:
-        raise ShardingError(
-            "fuse_projections cannot fuse a tensor-parallel (sharded) model; fused projections do not split "
-            "by heads, so use one or the other"
-        )
     if not hasattr(model, "layers"):
         raise TypeError(f"fuse_projections expects a mlx_core.models.Model, got {type(model).__name__}")
     for layer in model.layers:

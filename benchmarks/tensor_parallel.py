@@ -48,7 +48,13 @@ QUICK = {**LLAMA3_8B, "hidden_size": 256, "num_hidden_layers": 4, "intermediate_
 
 # ---------------------------------------------------------------------------------------------- worker
 def _build(
-    impl: str, config: dict[str, Any], group: Any, dtype: Any, shard_lm_head: bool, for_training: bool
+    impl: str,
+    config: dict[str, Any],
+    group: Any,
+    dtype: Any,
+    shard_lm_head: bool,
+    for_training: bool,
+    fuse: bool = False,
 ) -> Any:
     import mlx.core as mx
 
@@ -71,6 +77,11 @@ def _build(
     for layer in model.layers:  # materialise layer by layer: the full fp32 init never exists at once
         mx.eval(layer.parameters())
     mx.eval(model.parameters())
+    if fuse:  # local shards fused: the compiled step takes the fused decode path on CUDA
+        from mlx_core.models import fuse_projections
+
+        fuse_projections(model)
+        mx.eval(model.parameters())
     return model
 
 
@@ -127,7 +138,7 @@ def worker(args: argparse.Namespace) -> None:
     if args.impl == "allreduce":
         result["us"] = _allreduce_us(group, config["hidden_size"], dtype)
     else:
-        model = _build(args.impl, config, group, dtype, args.shard_lm_head, args.for_training)
+        model = _build(args.impl, config, group, dtype, args.shard_lm_head, args.for_training, args.fuse)
         prompt = [int(t) for t in mx.random.randint(0, config["vocab_size"], (32,)).tolist()]
         compile = not args.eager
         _decode_tps(args.impl, model, prompt, min(args.tokens, 32), compile)  # warm-up
@@ -214,6 +225,8 @@ def launcher(args: argparse.Namespace) -> None:
         print("mlx-lm is not installed: its rows are skipped", file=sys.stderr)
     plan: list[tuple[str, list[str], int]] = [
         ("ours 1 dev", ["--impl", "ours"], 1),
+        ("ours 1 dev, fused decode", ["--impl", "ours", "--fuse"], 1),
+        ("ours 2 dev, fused decode", ["--impl", "ours", "--fuse"], 2),
         ("ours half model 1 dev (compute floor)", ["--impl", "ours", "--half"], 1),
         ("ours 2 dev", ["--impl", "ours"], 2),
         ("ours 2 dev, vocab-split head", ["--impl", "ours", "--shard-lm-head"], 2),
@@ -275,6 +288,7 @@ def main() -> None:
     p.add_argument("--shard-lm-head", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--for-training", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--eager", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--fuse", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
     worker(args) if args.worker else launcher(args)

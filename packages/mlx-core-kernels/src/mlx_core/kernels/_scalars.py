@@ -16,9 +16,13 @@ import mlx.core as mx
 #: Smallest allocation MLX's CUDA allocator serves from device memory rather than its managed pool.
 DEVICE_MIN_BYTES = 16
 
+#: Distinct argument tuples kept: bounded, because per-call values (an int valid length that grows every
+#: decode step) would otherwise accumulate one array per token.
+_CACHED = 256
 
-@functools.cache
+
+@functools.lru_cache(maxsize=_CACHED)
 def kernel_scalars(values: tuple[float, ...], dtype: mx.Dtype = mx.float32) -> mx.array:
-    """``values`` as a 1-D ``dtype`` array padded with zeros to at least 16 bytes (cached per value)."""
+    """``values`` as a 1-D ``dtype`` array padded with zeros to at least 16 bytes (recent ones cached)."""
     n = max(len(values), -(-DEVICE_MIN_BYTES // dtype.size))
     return mx.array(list(values) + [0] * (n - len(values)), dtype=dtype)

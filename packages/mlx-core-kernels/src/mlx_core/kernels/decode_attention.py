@@ -63,9 +63,8 @@ def _combine_kernel() -> Any:
     )
 
 
-@functools.cache
 def _full_lengths(batch: int, length: int) -> mx.array:
-    # At least 16 bytes (see mlx_core.kernels._scalars); the kernel reads the first `batch` entries.
+    # At least 16 bytes (see mlx_core.kernels._scalars, which caches it); the kernel reads `batch` entries.
     return kernel_scalars((length,) * batch, mx.int32)
 
 

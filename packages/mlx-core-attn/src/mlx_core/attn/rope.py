@@ -12,6 +12,7 @@ yarn and longrope), so a model can see what part of the attention-scale correcti
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,6 +98,10 @@ class FreqsRoPE(nn.Module):
         self.traditional = traditional
         self.mscale = float(mscale)
         self._freqs = mx.array(list(freqs), dtype=mx.float32)
+        # The float32 reciprocal mx.fast.rope takes of ``freqs`` (infinite wavelengths give 0), computed once
+        # here rather than by every decode step that asks for `rotation_table` (one kernel per layer).
+        self._rotation_inv_freqs = 1.0 / self._freqs
+        mx.eval(self._rotation_inv_freqs)
 
     def _extra_repr(self) -> str:
         return f"{self.dims}, traditional={self.traditional}, mscale={self.mscale}"
@@ -415,6 +420,12 @@ class RotationTable:
     input_scale: float
 
 
+@functools.lru_cache(maxsize=64)
+def _linear_inv_freqs(dims: int, base: float, scale: float) -> mx.array:
+    """float32 ``scale / wavelength`` per pair of a default RoPE, built once per configuration."""
+    return mx.array([scale / w for w in rope_wavelengths(dims, base)], dtype=mx.float32)
+
+
 def rotation_table(rope: Any, head_dim: int) -> RotationTable | None:
     """``rope`` as a `RotationTable` if it rotates all ``head_dim`` features by position-linear angles.
 
@@ -423,13 +434,11 @@ def rotation_table(rope: Any, head_dim: int) -> RotationTable | None:
     that rotate only part of the head: callers then apply the module itself.
     """
     if type(rope) is RoPE and rope.dims == head_dim:
-        inv = [rope.scale / w for w in rope_wavelengths(rope.dims, rope.base)]
-        return RotationTable(mx.array(inv, dtype=mx.float32), rope.traditional, 1.0)
+        return RotationTable(_linear_inv_freqs(rope.dims, rope.base, rope.scale), rope.traditional, 1.0)
     if (
         isinstance(rope, FreqsRoPE)
         and type(rope).__call__ in (FreqsRoPE.__call__, YarnRoPE.__call__)
         and rope.dims == head_dim
     ):
-        # The same float32 reciprocal mx.fast.rope takes of ``freqs`` (infinite wavelengths give 0).
-        return RotationTable(1.0 / rope._freqs, rope.traditional, rope.mscale)
+        return RotationTable(rope._rotation_inv_freqs, rope.traditional, rope.mscale)
     return None

@@ -122,3 +122,17 @@ def test_group_sizes_and_unaligned_input_view() -> None:
         got = fused_matvec(x, backend=BACKEND, **wt)
         ops = fused_matvec(x, backend="fallback", **wt)
         np.testing.assert_allclose(f64(got), f64(ops), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("bits", [None, 4, 8])
+def test_input_at_an_unaligned_offset_with_norm(bits: int | None) -> None:
+    """One row starting 3 elements into its buffer (no 16-byte loads): the element-wise staging path,
+    including the norm weight's, must give what the MLX ops give.
+    """
+    x = rand((1, 1, 2048 + 3), mx.bfloat16, 10)[:, :, 3:]
+    wt = weights(1024, 2048, mx.bfloat16, bits, 64, 11)
+    wt.pop("dense")
+    norm = rand((2048,), mx.bfloat16, 12)
+    got = fused_matvec(x, backend=BACKEND, norm_weight=norm, eps=1e-6, **wt)
+    ops = fused_matvec(x, backend="fallback", norm_weight=norm, eps=1e-6, **wt)
+    np.testing.assert_allclose(f64(got), f64(ops), rtol=2e-2, atol=2e-2)

@@ -69,6 +69,24 @@ def matvec_kernel_supports(
     return in_features % (vals * 32) == 0 and (bits is None or group_size % vals == 0)
 
 
+def _launch_shape(out_features: int, bits: int | None) -> tuple[int, int]:
+    """Warps per block and output rows per warp.
+
+    Every block stages (and normalises) the whole input before its first row, so a launch of many small
+    blocks pays that prologue once per wave. Quantized weights are a third of the bytes, which makes the
+    prologue dominate: an ncu sweep on an H100 (4-bit, one token) measured 16.8 µs instead of 24.2 µs for
+    Llama-3.2-1B's gate/up (8 warps × 4 rows), 12.7 instead of 19.0 µs for its down projection and 6.8
+    instead of 8.7 µs for Qwen3-0.6B's q/k/v (16 warps × 1 row). Dense weights keep the earlier shapes.
+    """
+    if out_features >= 65536:  # an output projection over the vocabulary
+        return 8, 4
+    if bits is None:
+        return (8 if out_features >= 8192 else 4), 1
+    if out_features > 4096:
+        return 8, min(4, -(-out_features // 2048))
+    return (16, 1) if out_features >= 2048 else (8, 1)
+
+
 def matvec_cuda(
     x: mx.array,
     weight: mx.array,
@@ -90,8 +108,9 @@ def matvec_cuda(
     """
     rows, in_features = x.shape
     out_features = weight.shape[0] // 2 if swiglu else weight.shape[0]
-    warps = warps or (8 if out_features >= 8192 else 4)
-    rows_per_warp = rows_per_warp or (4 if out_features >= 65536 else 1)
+    default_warps, default_rows = _launch_shape(out_features, bits)
+    warps = warps or default_warps
+    rows_per_warp = rows_per_warp or default_rows
     per_block = warps * rows_per_warp
     placeholder = x  # never read: the template switches the corresponding code off
     (y,) = _cuda_kernel()(

@@ -1,8 +1,8 @@
 """Where a decode step's time goes on CUDA: per-primitive cost, and one compiled step of a Qwen3-0.6B model.
 
     python benchmarks/decode_step_profile.py ops    # chains of dependent ops: µs per op, graph building
-    python benchmarks/decode_step_profile.py kernels  # fused decode kernels per launch shape vs MLX ops
-    python benchmarks/decode_step_profile.py step [mlx-lm|fused]   # compiled step (mlx-lm model +
+    python benchmarks/decode_step_profile.py kernels  # fused decode kernels per launch shape (run under ncu)
+    python benchmarks/decode_step_profile.py step [mlx-lm|fused] [SHAPE]   # compiled step (mlx-lm model +
                                     # mlx_core.attn, or the reference model's fused decode path):
                                     # synchronous build/device split, pipelined µs/token
     ncu --clock-control none --profile-from-start off --print-summary per-kernel \\
@@ -68,15 +68,18 @@ def per_op_costs() -> None:
     print(f"[{tag}] Python graph building: {(time.perf_counter() - start) / 8000 * 1e6:.2f} µs/op")
 
 
-def compiled_step(mode: str, which: str = "mlx-lm") -> None:
-    """Time (or bracket for ncu) the compiled decode step of a Qwen3-0.6B-shaped bf16 model: mlx-lm's
-    model code with mlx_core.attn (``which="mlx-lm"``), or mlx_core.models.llama with fused projections,
-    i.e. the fused decode path (``which="fused"``).
+def compiled_step(mode: str, which: str = "mlx-lm", shape: str = "Qwen3-0.6B bf16") -> None:
+    """Time (or bracket for ncu) the compiled decode step of one of `decode_gpu.GPU_CONFIGS` (``shape``,
+    by name): mlx-lm's model code with mlx_core.attn (``which="mlx-lm"``), or mlx_core.models.llama with
+    fused projections, i.e. the fused decode path (``which="fused"``).
     """
     from mlx_core.cache import StaticKVCache
     from mlx_core.generate import CompiledDecodeStep, make_sampler, prefill
 
-    cfg = decode_gpu.GPU_CONFIGS[0]
+    by_name = {c.name: c for c in decode_gpu.GPU_CONFIGS}
+    if shape not in by_name:
+        raise SystemExit(f"unknown shape {shape!r}; one of: {', '.join(by_name)}")
+    cfg = by_name[shape]
     model = decode_gpu.build_mlx_lm_model(cfg)
     prompt = mx.array(np.random.default_rng(1).integers(0, cfg.vocab, size=512).astype(np.int32))
     context: contextlib.AbstractContextManager[None]
@@ -131,44 +134,34 @@ def compiled_step(mode: str, which: str = "mlx-lm") -> None:
         per_token = statistics.median(pipelined() for _ in range(3)) * 1e6
     graphs = os.environ.get("MLX_USE_CUDA_GRAPHS", "1")
     print(
-        f"[step {which}, graphs={graphs}] synchronous: build {statistics.median(build) * 1e6:.0f} µs "
+        f"[step {which} {shape}, graphs={graphs}] synchronous: build {statistics.median(build) * 1e6:.0f} µs "
         f"+ device/sync {statistics.median(device) * 1e6:.0f} µs; pipelined {per_token:.0f} µs/token "
         f"({1e6 / per_token:.0f} tok/s)"
     )
 
 
-#: Repeats and distinct weights per timing in ``kernels`` mode (small under ncu: each launch is profiled).
-_TUNE_REPS = int(os.environ.get("TUNE_REPS", "15"))
-_TUNE_N = int(os.environ.get("TUNE_N", "28"))
+#: Distinct weights per launch configuration in ``kernels`` mode (cycled twice; nothing stays in L2).
+_TUNE_N = int(os.environ.get("TUNE_N", "6"))
+#: Launch shapes (warps per block, rows per warp) the ``kernels`` sweep runs for every matvec case.
+_LAUNCH_SHAPES = ((4, 1), (8, 1), (16, 1), (8, 2), (4, 4), (8, 4))
 
 
-def _per_launch_us(launch: Callable[[int], mx.array], n: int, reps: int = _TUNE_REPS) -> float:
-    """Median µs per launch of ``launch(i)`` for i < n, all n queued back to back and evaluated together."""
-    times = []
-    for r in range(reps + 3):
-        t0 = time.perf_counter()
-        mx.eval([launch(i) for i in range(n)])
-        if r >= 3:
-            times.append((time.perf_counter() - t0) / n)
-    return statistics.median(times) * 1e6
+def _bf16(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> mx.array:
+    return mx.array((rng.standard_normal(shape) * scale).astype(np.float32)).astype(mx.bfloat16)
 
 
-def _matvec_row(name: str, inp: int, rows: int, bits: int | None, norm: bool, swiglu: bool, res: bool) -> str:
-    """One tuning line: MLX ops, then the fused kernel under several launch shapes, over 28 weights."""
+def _matvec_sweep(inp: int, rows: int, bits: int | None, norm: bool, swiglu: bool, res: bool) -> None:
+    """Launch the fused matvec of one decode shape under every launch shape (and the MLX ops once)."""
     from mlx_core.kernels.matvec import fused_matvec, matvec_cuda
 
     n, rng = _TUNE_N, np.random.default_rng(0)
-
-    def rnd(*shape: int, scale: float = 1.0) -> mx.array:
-        return mx.array((rng.standard_normal(shape) * scale).astype(np.float32)).astype(mx.bfloat16)
-
-    dense = [rnd(rows, inp, scale=inp**-0.5) for _ in range(n)]
+    dense = [_bf16(rng, rows, inp, scale=inp**-0.5) for _ in range(n)]
     weights = (
         [mx.quantize(w, group_size=64, bits=bits) for w in dense]
         if bits
         else [(w, None, None) for w in dense]
     )
-    x, norm_w, residual = rnd(1, inp), rnd(inp), rnd(1, rows // 2 if swiglu else rows)
+    x, norm_w, residual = _bf16(rng, 1, inp), _bf16(rng, inp), _bf16(rng, 1, rows // 2 if swiglu else rows)
     mx.eval(weights, x, norm_w, residual)
     kw: dict[str, Any] = {
         "bits": bits,
@@ -178,73 +171,58 @@ def _matvec_row(name: str, inp: int, rows: int, bits: int | None, norm: bool, sw
         "residual": residual if res else None,
         "swiglu": swiglu,
     }
-    line = f"{name:24s} {'q4' if bits else 'bf16':5s}"
-    line += f" ops {_per_launch_us(lambda i: fused_matvec(x, *weights[i], backend='fallback', **kw), n):6.1f}"
-    for warps, rpw in ((4, 1), (8, 1), (4, 2), (8, 2), (8, 4)):
-        us = _per_launch_us(
-            lambda i, w=warps, r=rpw: matvec_cuda(x, *weights[i], warps=w, rows_per_warp=r, **kw), n
-        )
-        line += f" | {warps}w×{rpw}r {us:6.1f}"
-    return line + "  (µs per launch)"
+    mx.eval([fused_matvec(x, *weights[i % n], backend="fallback", **kw) for i in range(2 * n)])
+    for warps, rpw in _LAUNCH_SHAPES:
+        mx.eval([matvec_cuda(x, *weights[i % n], warps=warps, rows_per_warp=rpw, **kw) for i in range(2 * n)])
 
 
-def _attention_row(length: int, capacity: int) -> str:
-    """One tuning line: the packed decode attention (partial + merge) for several split counts."""
-    from mlx_core.kernels.decode_attention import TokenPrep, decode_attention_cuda, decode_attention_qkv
+def _attention_sweep(length: int, capacity: int) -> None:
+    """Launch the packed decode attention (partial + merge) at one length for several split counts."""
+    from mlx_core.kernels.decode_attention import TokenPrep, decode_attention_cuda
 
     n, rng = _TUNE_N, np.random.default_rng(1)
-
-    def rnd(*shape: int) -> mx.array:
-        return mx.array(rng.standard_normal(shape).astype(np.float32)).astype(mx.bfloat16)
-
-    caches = [(rnd(1, 8, capacity, 128), rnd(1, 8, capacity, 128)) for _ in range(n)]
-    qkv, q_norm, k_norm = rnd(1, 1, 32 * 128), rnd(128), rnd(128)
+    caches = [(_bf16(rng, 1, 8, capacity, 128), _bf16(rng, 1, 8, capacity, 128)) for _ in range(n)]
+    qkv, q_norm, k_norm = _bf16(rng, 1, 1, 32 * 128), _bf16(rng, 128), _bf16(rng, 128)
     inv = mx.array((1.0 / (1e6 ** (np.arange(0, 128, 2) / 128))).astype(np.float32))
     prep = TokenPrep(q_norm, k_norm, 1e-6, 1, inv, 1.0)
-    position = mx.array([length - 1], dtype=mx.int32)  # packed launches take the write position
-    mx.eval(caches, qkv, q_norm, k_norm, inv)
-    line = f"attention qkv L={length:5d}"
+    position = mx.array([length - 1, 0, 0, 0], dtype=mx.int32)[:1]  # packed launches take the write position
+    mx.eval(caches, qkv, q_norm, k_norm, inv, position)
     for splits in (None, 8, 16, 32, 64, 128):
-        us = _per_launch_us(
-            lambda i, s=splits: decode_attention_cuda(
-                qkv, caches[i][0], caches[i][1], 128**-0.5, position, packed=(16, prep), splits=s
-            ),
-            n,
+        mx.eval(
+            [
+                decode_attention_cuda(
+                    qkv, *caches[i % n], 128**-0.5, position, packed=(16, prep), splits=splits
+                )
+                for i in range(2 * n)
+            ]
         )
-        line += f" | splits {splits or 'auto'} {us:6.1f}"
-    ops = _per_launch_us(
-        lambda i: decode_attention_qkv(
-            qkv,
-            caches[i][0],
-            caches[i][1],
-            length - 1,
-            128**-0.5,
-            n_heads=16,
-            q_norm=q_norm,
-            k_norm=k_norm,
-            rope_inv_freq=inv,
-            backend="fallback",
-        )[0],
-        n,
-    )
-    return f"{line} | ops {ops:6.1f}  (µs per launch, partial + merge)"
 
 
-def kernel_tuning() -> None:
-    """µs per launch of the fused decode kernels at Qwen3-0.6B shapes (bf16), over 28 distinct weights
-    (as in a real step: nothing stays in L2), for several launch shapes, next to the unfused MLX ops.
+def kernel_sweep() -> None:
+    """Launch the fused decode kernels at Qwen3-0.6B shapes (and Llama-3.2-1B's MLP), bf16 and 4-bit,
+    under several launch shapes, for ncu to time on the device (kernel names carry the launch shape):
+
+        ncu --clock-control none --print-summary per-kernel --metrics gpu__time_duration.sum \\
+            -k regex:mlx_core python benchmarks/decode_step_profile.py kernels
+
+    (Host-side timing of single launches measures the launch path, ~15–20 µs each, not the kernels.)
     """
     cases = [  # name, in, rows of W, norm, swiglu, residual
         ("qkv (norm)", 1024, 4096, True, False, False),
         ("gate_up (norm, swiglu)", 1024, 6144, True, True, False),
         ("o_proj (residual)", 2048, 1024, False, False, True),
         ("down (residual)", 3072, 1024, False, False, True),
+        ("llama gate_up (norm, swiglu)", 2048, 16384, True, True, False),
+        ("llama down (residual)", 8192, 2048, False, False, True),
     ]
     for name, inp, rows, norm, swiglu, res in cases:
         for bits in (None, 4):
-            print(_matvec_row(name, inp, rows, bits, norm, swiglu, res), flush=True)
-    print(_attention_row(768, 1600), flush=True)
-    print(_attention_row(4096, 8192), flush=True)
+            _matvec_sweep(inp, rows, bits, norm, swiglu, res)
+            kind = "q4" if bits else "bf16"
+            print(f"launched {name} {kind}: ops + {len(_LAUNCH_SHAPES)} shapes", flush=True)
+    for length, capacity in ((768, 1600), (4096, 8192)):
+        _attention_sweep(length, capacity)
+        print(f"launched attention L={length}: 6 split counts", flush=True)
 
 
 def main() -> None:
@@ -252,13 +230,14 @@ def main() -> None:
         raise SystemExit("needs MLX's CUDA backend")
     what = sys.argv[1] if len(sys.argv) > 1 else "step"
     which = sys.argv[2] if len(sys.argv) > 2 else "mlx-lm"
+    shape = sys.argv[3] if len(sys.argv) > 3 else "Qwen3-0.6B bf16"
     if what == "ops":
         per_op_costs()
     elif what == "kernels":
-        kernel_tuning()
+        kernel_sweep()
     elif what in ("step", "step-ncu"):
         with contextlib.suppress(KeyboardInterrupt):
-            compiled_step(what, which)
+            compiled_step(what, which, shape)
     else:
         raise SystemExit(f"unknown mode {what!r}; use ops, step or step-ncu")
 

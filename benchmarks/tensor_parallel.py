@@ -262,6 +262,12 @@ def launcher(args: argparse.Namespace) -> None:
         r1 = f"{tps / one:.2f}x" if one else "-"
         r2 = f"{tps / lm2:.2f}x" if lm2 else "-"
         print(f"| {mode} | {name} | {tps:.1f} | {r1} | {r2} |")
+    for mode, _ in graph_modes:
+        mine = [(k[1], t) for k, t in rows.items() if k[0] == mode]
+        one_best = max((t for name, t in mine if name.startswith("ours 1 dev")), default=0)
+        two_best = max((t for name, t in mine if name.startswith("ours 2 dev")), default=0)
+        if one_best and two_best:
+            print(f"[{mode}] best ours 2 dev vs best ours 1 dev: {two_best / one_best:.2f}x")
     lm2_default = rows.get(("graphs", "mlx-lm shard() 2 dev"))
     if lm2_default:
         best = max(((t, k) for k, t in rows.items() if k[1].startswith("ours 2 dev")), default=None)

@@ -99,16 +99,23 @@ def test_shapes(rows: int, inp: int, out: int, epilogue: str, bits: int | None) 
     check(rows, inp, out, epilogue, bits, mx.bfloat16)
 
 
+def kernel_vs_ops(x: mx.array, wt: dict, **kw: object) -> tuple[mx.array, mx.array]:
+    """The CUDA kernel's and the MLX ops' results for the same arguments (``wt`` without "dense"),
+    checked to agree at bf16 tolerance.
+    """
+    args = {k: v for k, v in wt.items() if k != "dense"}
+    got = fused_matvec(x, backend=BACKEND, **args, **kw)
+    ops = fused_matvec(x, backend="fallback", **args, **kw)
+    np.testing.assert_allclose(f64(got), f64(ops), rtol=2e-2, atol=2e-2)
+    return got, ops
+
+
 @pytest.mark.parametrize("bits", [None, 4])
 def test_vocab_sized_head(bits: int | None) -> None:
     """The many-rows-per-warp launch (output projection, 151936 rows) with the final norm folded in."""
     x = rand((1, 1, 1024), mx.bfloat16, 5)
     wt = weights(151936, 1024, mx.bfloat16, bits, 64, 6)
-    wt.pop("dense")
-    norm = rand((1024,), mx.bfloat16, 7)
-    got = fused_matvec(x, backend=BACKEND, norm_weight=norm, eps=1e-6, **wt)
-    ops = fused_matvec(x, backend="fallback", norm_weight=norm, eps=1e-6, **wt)
-    np.testing.assert_allclose(f64(got), f64(ops), rtol=2e-2, atol=2e-2)
+    got, ops = kernel_vs_ops(x, wt, norm_weight=rand((1024,), mx.bfloat16, 7), eps=1e-6)
     assert int(mx.argmax(got)) == int(mx.argmax(ops)) or abs(float(got.max() - ops.max())) < 0.05
 
 
@@ -117,11 +124,7 @@ def test_group_sizes_and_unaligned_input_view() -> None:
     big = rand((2, 1, 2048 + 256), mx.bfloat16, 8)
     x = big[:, :, 256:]
     for group in (32, 128):
-        wt = weights(768, 2048, mx.bfloat16, 4, group, 9)
-        wt.pop("dense")
-        got = fused_matvec(x, backend=BACKEND, **wt)
-        ops = fused_matvec(x, backend="fallback", **wt)
-        np.testing.assert_allclose(f64(got), f64(ops), rtol=2e-2, atol=2e-2)
+        kernel_vs_ops(x, weights(768, 2048, mx.bfloat16, 4, group, 9))
 
 
 @pytest.mark.parametrize("bits", [None, 4, 8])
@@ -131,8 +134,4 @@ def test_input_at_an_unaligned_offset_with_norm(bits: int | None) -> None:
     """
     x = rand((1, 1, 2048 + 3), mx.bfloat16, 10)[:, :, 3:]
     wt = weights(1024, 2048, mx.bfloat16, bits, 64, 11)
-    wt.pop("dense")
-    norm = rand((2048,), mx.bfloat16, 12)
-    got = fused_matvec(x, backend=BACKEND, norm_weight=norm, eps=1e-6, **wt)
-    ops = fused_matvec(x, backend="fallback", norm_weight=norm, eps=1e-6, **wt)
-    np.testing.assert_allclose(f64(got), f64(ops), rtol=2e-2, atol=2e-2)
+    kernel_vs_ops(x, wt, norm_weight=rand((2048,), mx.bfloat16, 12), eps=1e-6)

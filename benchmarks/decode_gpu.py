@@ -4,7 +4,8 @@ Same random weights for every variant, same process: Qwen3-0.6B shape (mlx-lm's 
 hidden 1024, 16 q / 8 kv heads of 128, MLP 3072, vocab 151936, tied) in bf16 and 4-bit (``nn.quantize``,
 group 64), and the Llama-3.2-1B shape (16 layers, hidden 2048, 32 / 8 heads of 64, MLP 8192, vocab 128256,
 tied) in bf16 and 4-bit. Batch 1, prompt 512, 256 new tokens, greedy; decode tok/s counts the tokens after
-the first (the first includes prefill and, compiled, the trace), median of ``--runs`` (5) after a warm-up.
+the first (the first includes prefill and, compiled, the trace), median of ``--runs`` (5) after a warm-up; the
+variants take turns run by run (mlx-lm, ours, mlx-lm, ours, ...) so a slow phase of the machine hits all.
 
 Variants: ``mlx-lm`` (generate_step, its KVCache); ``ours eager`` (Generate(compile=False), our KVCache);
 ``ours compiled`` (Generate(compile=True): StaticKVCache + one mx.compile'd step, mlx-lm's model code and
@@ -190,12 +191,41 @@ def run_ours(model: nn.Module, prompt: mx.array, n: int, compile: bool) -> tuple
     return tokens, tps
 
 
-def measure(fn: Callable[[], tuple[list[int], float]], runs: int) -> tuple[list[int], float, list[float]]:
-    fn()  # warm-up (and trace)
-    results = [fn() for _ in range(runs)]
+Variant = tuple[str, Callable[[], tuple[list[int], float]]]
+
+
+def measure_interleaved(variants: list[Variant], runs: int) -> dict[str, Any]:
+    """Warm every variant up (and trace it), then run them in turn ``runs`` times (A B C A B C ...), so a
+    slow phase of the machine hits every variant alike. Per variant: ``(last tokens, median tok/s, all
+    tok/s)``, or the exception it raised (it then leaves the later rounds).
+    """
+    results: dict[str, Any] = {}
+    live = []
+    for name, fn in variants:
+        try:
+            fn()
+            live.append((name, fn))
+            results[name] = []
+        except Exception as exc:  # a broken variant must not hide the others
+            results[name] = exc
+            LINES.append(traceback.format_exc())
+    for _ in range(runs):
+        for name, fn in list(live):
+            try:
+                results[name].append(fn())
+            except Exception as exc:
+                results[name] = exc
+                LINES.append(traceback.format_exc())
+                live.remove((name, fn))
     mx.clear_cache()
-    tps = [r[1] for r in results]
-    return results[-1][0], statistics.median(tps), tps
+    out: dict[str, Any] = {}
+    for name, res in results.items():
+        if isinstance(res, Exception):
+            out[name] = res
+        else:
+            tps = [r[1] for r in res]
+            out[name] = (res[-1][0], statistics.median(tps), tps)
+    return out
 
 
 def agreement(tokens: list[int], ref: list[int] | None) -> str:
@@ -221,7 +251,7 @@ def bench_config(cfg: Config, args: argparse.Namespace, on_gpu: bool) -> list[tu
     )
     prompt = mx.array(np.random.default_rng(1).integers(0, cfg.vocab, size=args.prompt).astype(np.int32))
     n, runs = args.tokens, args.runs
-    variants: list[tuple[str, Callable[[], tuple[list[int], float]]]] = [
+    variants: list[Variant] = [
         ("mlx-lm generate_step", lambda: run_mlx_lm(model, prompt, n)),
         ("ours eager", lambda: run_ours(model, prompt, n, False)),
         ("ours compiled", lambda: run_ours(model, prompt, n, True)),
@@ -262,25 +292,21 @@ def bench_config(cfg: Config, args: argparse.Namespace, on_gpu: bool) -> list[tu
         variants = [v for v in variants if v[0].startswith("mlx-lm") or any(k in v[0] for k in keep)]
     base_tps: float | None = None
     base_tokens: list[int] | None = None
-    for name, fn in variants:
-        try:
-            t = time.perf_counter()
-            tokens, tps, all_tps = measure(fn, runs)
-        except Exception as exc:  # a broken variant must not hide the others
-            say(f"{name:24s} FAILED: {type(exc).__name__}: {exc}")
-            LINES.append(traceback.format_exc())
+    measured = measure_interleaved(variants, runs)
+    for name, _ in variants:
+        result = measured[name]
+        if isinstance(result, Exception):
+            say(f"{name:24s} FAILED: {type(result).__name__}: {result}")
             rows.append((cfg.name, name, "error", "", "", ""))
             continue
+        tokens, tps, all_tps = result
         if base_tps is None and name.startswith("mlx-lm"):
             base_tps, base_tokens = tps, tokens
         ratio = f"{tps / base_tps:.2f}×" if base_tps else "n/a"
         agree = "reference" if name.startswith("mlx-lm") else agreement(tokens, base_tokens)
         frac = f"{tps / limit:.1%}" if on_gpu else "n/a"  # the limit is the H100's bandwidth
         spread = ", ".join(f"{x:.0f}" for x in all_tps)
-        say(
-            f"{name:24s} {tps:8.1f} tok/s  {ratio:>6s}  {frac:>6s} of limit  {agree}  "
-            f"[{spread}] ({time.perf_counter() - t:.1f} s)"
-        )
+        say(f"{name:24s} {tps:8.1f} tok/s  {ratio:>6s}  {frac:>6s} of limit  {agree}  [{spread}]")
         rows.append((cfg.name, name, f"{tps:.1f}", ratio, frac, agree))
     if args.profile:
         try:

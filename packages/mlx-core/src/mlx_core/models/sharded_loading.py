@@ -7,15 +7,14 @@ checkpoint tensor that this rank holds. The local shapes of the sharded model sa
 memory map of the file, one at a time, so peak host memory per rank is about ``1/N`` of the model (plus the
 replicated embeddings, norms and head) rather than the whole checkpoint.
 
-The safetensors header is parsed here rather than through ``safe_open(...).get_slice``: the numpy and mlx
-frameworks of ``safetensors`` (0.8) cannot return bfloat16 slices, the dtype of most checkpoints.
+Headers are read and validated by `mlx_core.convert.read_header`; the slices come from a memory map rather
+than ``safe_open(...).get_slice``: the numpy and mlx frameworks of ``safetensors`` (0.8) cannot return
+bfloat16 slices, the dtype of most checkpoints.
 """
 
 from __future__ import annotations
 
 import glob
-import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,8 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
+from mlx_core.convert import CorruptCheckpointError, TensorInfo, read_header
+from mlx_core.convert.safetensors_file import SAFETENSORS_DTYPES
 
 from .llama import Model
 from .loading import (
@@ -35,64 +36,15 @@ from .loading import (
 )
 from .sharding import shard_model
 
-#: safetensors dtype -> (numpy storage dtype, MLX dtype viewed from it).
-_DTYPES: dict[str, tuple[Any, mx.Dtype]] = {
-    "F64": (np.float64, mx.float64),
-    "F32": (np.float32, mx.float32),
-    "F16": (np.float16, mx.float16),
-    "BF16": (np.uint16, mx.bfloat16),
-    "I64": (np.int64, mx.int64),
-    "I32": (np.int32, mx.int32),
-    "I16": (np.int16, mx.int16),
-    "I8": (np.int8, mx.int8),
-    "U64": (np.uint64, mx.uint64),
-    "U32": (np.uint32, mx.uint32),
-    "U16": (np.uint16, mx.uint16),
-    "U8": (np.uint8, mx.uint8),
-    "BOOL": (np.bool_, mx.bool_),
-}
-_MAX_HEADER = 100 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """Where one tensor lies: file, dtype tag, shape and absolute byte range."""
-
-    file: Path
-    dtype: str
-    shape: tuple[int, ...]
-    start: int
-    end: int
-
 
 def read_safetensors_index(file: str | Path) -> dict[str, TensorInfo]:
-    """Parse and validate one safetensors header (no tensor data is read)."""
-    file = Path(file)
-    size = file.stat().st_size
-    with open(file, "rb") as f:
-        prefix = f.read(8)
-        if len(prefix) != 8:
-            raise ModelLoadError(f"{file} is too short to be a safetensors file")
-        (n,) = struct.unpack("<Q", prefix)
-        if n > min(_MAX_HEADER, size - 8):
-            raise ModelLoadError(f"{file}: header length {n} exceeds the file ({size} bytes)")
-        try:
-            header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ModelLoadError(f"{file}: the safetensors header is not valid JSON ({err})") from err
-    base = 8 + n
-    index: dict[str, TensorInfo] = {}
-    for name, meta in header.items():
-        if name == "__metadata__":
-            continue
-        dtype, shape, (lo, hi) = meta["dtype"], tuple(meta["shape"]), meta["data_offsets"]
-        if dtype not in _DTYPES:
-            raise ModelLoadError(f"{file}: tensor {name} has unsupported dtype {dtype}")
-        expect = int(np.prod(shape, dtype=np.int64)) * np.dtype(_DTYPES[dtype][0]).itemsize
-        if not (0 <= lo <= hi and base + hi <= size and hi - lo == expect):
-            raise ModelLoadError(f"{file}: tensor {name} has inconsistent offsets {lo}..{hi} for {shape}")
-        index[name] = TensorInfo(file, dtype, shape, base + lo, base + hi)
-    return index
+    """Parse and validate one safetensors header (no tensor data is read), as `ModelLoadError` on failure."""
+    try:
+        return read_header(file).tensors
+    except CorruptCheckpointError as err:
+        raise ModelLoadError(
+            f"cannot load {file}: its safetensors header has inconsistent offsets, sizes or dtypes ({err})"
+        ) from err
 
 
 @dataclass
@@ -120,10 +72,10 @@ class ShardedCheckpoint:
     def read(self, name: str, axis: int | None = None, rank: int = 0, parts: int = 1) -> mx.array:
         """Tensor ``name``, or block ``rank`` of ``parts`` equal blocks along ``axis``."""
         info = self.tensors[name]
-        np_dtype, mx_dtype = _DTYPES[info.dtype]
-        if info.file not in self._maps:
-            self._maps[info.file] = np.memmap(info.file, dtype=np.uint8, mode="r")
-        raw = self._maps[info.file][info.start : info.end].view(np_dtype).reshape(info.shape)
+        np_dtype, mx_dtype = SAFETENSORS_DTYPES[info.dtype]
+        if info.path not in self._maps:
+            self._maps[info.path] = np.memmap(info.path, dtype=np.uint8, mode="r")
+        raw = self._maps[info.path][info.start : info.end].view(np_dtype).reshape(info.shape)
         if axis is not None and parts > 1:
             size = info.shape[axis] // parts
             index = [slice(None)] * len(info.shape)

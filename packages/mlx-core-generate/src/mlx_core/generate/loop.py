@@ -415,13 +415,15 @@ class GenerateBuilder:
     def compile(self, mode: CompileMode) -> GenerateBuilder:
         return self._set("compile", mode)
 
-    def build(self) -> Generate:
+    def _require_model_and_prompt(self, error: type[Exception], built: str) -> None:
+        """Raise ``error`` naming the builder calls still missing before ``build()`` of ``built``."""
         missing = [name for name in ("model", "prompt") if self._kwargs.get(name) is None]
         if missing:
             calls = ", ".join(f".{m}(...)" for m in missing)
-            raise GenerateError(
-                f"Generate.builder() is missing {', '.join(missing)}: call {calls} before build()."
-            )
+            raise error(f"{built}.builder() is missing {', '.join(missing)}: call {calls} before build().")
+
+    def build(self) -> Generate:
+        self._require_model_and_prompt(GenerateError, "Generate")
         return Generate(**self._kwargs)
 
 

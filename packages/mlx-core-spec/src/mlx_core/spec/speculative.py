@@ -350,12 +350,7 @@ class SpeculativeGenerateBuilder(GenerateBuilder):
         return self
 
     def build(self) -> SpeculativeGenerate:  # type: ignore[override]
-        missing = [name for name in ("model", "prompt") if self._kwargs.get(name) is None]
-        if missing:
-            calls = ", ".join(f".{m}(...)" for m in missing)
-            raise SpeculativeError(
-                f"SpeculativeGenerate.builder() is missing {', '.join(missing)}: call {calls} before build()."
-            )
+        self._require_model_and_prompt(SpeculativeError, "SpeculativeGenerate")
         return SpeculativeGenerate(**self._kwargs)
 
 

@@ -161,3 +161,34 @@ def test_store_appended_advances_position_and_keeps_buffers() -> None:
     assert c.offset == 5
     with pytest.raises(CacheCapacityError, match="full"):
         c.store_appended(c.keys, c.values)
+
+
+def test_kernel_counters_are_zero_persistent_and_grow() -> None:
+    cache = StaticKVCache(8)
+    first = cache.kernel_counters(3)
+    assert first.dtype == mx.int32 and first.size >= 4  # at least 16 bytes
+    assert not np.array(first).any()
+    assert cache.kernel_counters(2) is first  # the same array every step
+    bigger = cache.kernel_counters(40)
+    assert bigger.size >= 40 and not np.array(bigger).any()
+    assert cache.kernel_counters(40) is bigger
+    assert StaticKVCache(8).kernel_counters(3) is not first  # one per cache
+
+
+def test_kernel_counters_are_a_constant_inside_compile() -> None:
+    """Requested first while ``mx.compile`` traces, the array is still real (usable after the trace)."""
+    cache = StaticKVCache(8)
+
+    @mx.compile
+    def step(x: mx.array) -> mx.array:
+        return x + cache.kernel_counters(4)[:4].astype(x.dtype)
+
+    out = step(mx.array(np.arange(4, dtype=np.float32)))
+    np.testing.assert_array_equal(np.array(out), np.arange(4))
+    assert not np.array(cache.kernel_counters(4)).any()
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.0, True])
+def test_kernel_counters_rejects_bad_counts(n: object) -> None:
+    with pytest.raises(ValueError, match="kernel_counters needs a positive int count"):
+        StaticKVCache(8).kernel_counters(n)  # type: ignore[arg-type]

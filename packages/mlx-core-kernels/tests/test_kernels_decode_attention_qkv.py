@@ -294,6 +294,15 @@ def test_good_arguments_run() -> None:
     assert out.shape == (1, 1, 4 * D)
 
 
+def test_counters_do_not_change_the_result_off_cuda() -> None:
+    """Off CUDA ``counters`` is validated, then unused: same output, and it stays zero."""
+    counters = mx.zeros((4,), dtype=mx.int32)
+    plain = decode_attention_qkv(**_good())[0]
+    with_counters = decode_attention_qkv(**_good(), counters=counters)[0]
+    np.testing.assert_array_equal(np.array(with_counters), np.array(plain))
+    assert not np.array(counters).any()
+
+
 @pytest.mark.parametrize(
     ("change", "error", "match"),
     [
@@ -320,6 +329,10 @@ def test_good_arguments_run() -> None:
         ({"scale": "0.25"}, TypeError, "scale must be a Python float"),
         ({"qkv": np.zeros((1, 1, 8 * D), np.float32)}, TypeError, "qkv must be an mx.array"),
         ({"qkv": mx.zeros((1, 1, 8 * D), dtype=mx.int32)}, TypeError, "qkv has dtype"),
+        ({"counters": mx.zeros((4,), dtype=mx.float32)}, ValueError, r"must be a zeroed int32 .*float32"),
+        ({"counters": mx.zeros((1,), dtype=mx.int32)}, ValueError, r"N >= B \* Hkv = 2, got \(1,\)"),
+        ({"counters": mx.zeros((2, 2), dtype=mx.int32)}, ValueError, r"counters must be .*\(2, 2\)"),
+        ({"counters": [0, 0]}, TypeError, "counters must be an mx.array"),
     ],
 )
 def test_argument_errors(change: dict[str, Any], error: type[Exception], match: str) -> None:

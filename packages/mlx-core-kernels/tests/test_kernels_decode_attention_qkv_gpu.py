@@ -66,3 +66,40 @@ def test_kernel_matches_ops(
 @pytest.mark.parametrize("dtype", [mx.float16, mx.float32])
 def test_other_dtypes(dtype: mx.Dtype) -> None:
     test_kernel_matches_ops(1, 16, 8, 128, 700, True, "halves", dtype)
+
+
+@pytest.mark.parametrize(
+    ("b", "hq", "hkv", "d", "pos"),
+    [
+        (1, 16, 8, 128, 700),
+        (2, 32, 8, 64, 37),
+        (1, 4, 4, 64, 0),
+        (1, 16, 2, 128, 5000),
+        (1, 8, 1, 256, 20000),
+    ],
+)
+def test_folded_merge_matches_two_launches_and_leaves_counters_zero(
+    b: int, hq: int, hkv: int, d: int, pos: int
+) -> None:
+    """With ``counters`` the last block per kv head merges the splits: same result as the merge kernel,
+    over several consecutive steps (the counters must come back to zero after every launch).
+    """
+    dtype = mx.bfloat16
+    cap = pos + 9
+    first = [rand((b, hkv, cap, d), dtype, 10), rand((b, hkv, cap, d), dtype, 20)]
+    mx.eval(first)
+    caches = [first, [first[0] + 0, first[1] + 0]]  # identical contents, separate buffers (in-place writes)
+    mx.eval(caches)
+    inv = mx.array((1.0 / (1e6 ** (np.arange(0, d, 2) / d))).astype(np.float32))
+    kw = {"n_heads": hq, "q_norm": rand((d,), dtype, 4), "k_norm": rand((d,), dtype, 5), "rope_inv_freq": inv}
+    counters = mx.array(np.zeros(b * hkv + 3, dtype=np.int32))
+    for step in range(3):
+        qkv = rand((b, 1, (hq + 2 * hkv) * d), dtype, 30 + step)
+        plain = decode_attention_qkv(qkv, *caches[0], pos + step, d**-0.5, backend=BACKEND, **kw)
+        folded = decode_attention_qkv(
+            qkv, *caches[1], pos + step, d**-0.5, backend=BACKEND, counters=counters, **kw
+        )
+        mx.eval(plain, folded)
+        np.testing.assert_allclose(f32(folded[0]), f32(plain[0]), rtol=1e-2, atol=1e-2)
+        assert folded[3].item() == pos + step + 1
+        assert not np.array(counters).any(), f"counters not reset after step {step}: {np.array(counters)}"

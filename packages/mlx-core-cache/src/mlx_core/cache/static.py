@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 from mlx_core.cache.base import BaseCache, check_against, check_trim
 from mlx_core.cache.errors import CacheCapacityError
 from mlx_core.cache.registry import register_cache_class
@@ -49,6 +50,7 @@ class StaticKVCache(BaseCache):
     _prefix_mask: Any = None  # the last window-free mask any StaticKVCache made (see valid_length)
     #: ``(keys, values, position)`` of a one-token update not yet written (see `deferred_append`).
     pending_append: tuple[mx.array, mx.array, mx.array] | None = None
+    _kernel_counters: mx.array | None = None
 
     def __init__(self, max_size: int) -> None:
         if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size <= 0:
@@ -131,6 +133,19 @@ class StaticKVCache(BaseCache):
         self.compile_state[2] = self.position + 1 if next_position is None else next_position
         if not self._array_offset:
             self._written += 1
+
+    def kernel_counters(self, n: int) -> mx.array:
+        """A zeroed int32 array of at least ``n`` entries owned by this cache, for a kernel that appends to
+        the buffers in place and needs device-side counters (``mlx_core.kernels.decode_attention_qkv``
+        elects the block that merges its splits with them); such kernels leave it zero. Built from host
+        data, so it is a constant even when first requested while ``mx.compile`` traces a step, and the
+        same array every step (one per cache: launches on different caches never share it).
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise ValueError(f"kernel_counters needs a positive int count, got {n!r}")
+        if self._kernel_counters is None or self._kernel_counters.size < n:
+            self._kernel_counters = mx.array(np.zeros(max(n, 4), dtype=np.int32))  # >= 16 bytes
+        return self._kernel_counters
 
     def complete_append(self, keys: mx.array, values: mx.array) -> None:
         """Store the buffers that now hold the pending row (the appending attention returned them)."""

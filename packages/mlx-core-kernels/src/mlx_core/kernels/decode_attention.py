@@ -43,8 +43,9 @@ def _partial_kernel() -> Any:
             "q_norm",
             "k_norm",
             "inv_freq",
+            "counters",
         ],
-        output_names=["part_o", "part_ml", "next_pos"],
+        output_names=["part_o", "part_ml", "next_pos", "out"],
         source=kernel_source("decode_attention_partial.cu"),
         header=kernel_source("common.cuh"),
         ensure_row_contiguous=False,
@@ -134,8 +135,13 @@ def _launch(
     init_value: float | None,
     append: tuple[mx.array, mx.array] | None,
     packed: tuple[int, TokenPrep] | None,
+    counters: mx.array | None = None,
 ) -> tuple[mx.array, mx.array]:
-    """Both passes; returns the output and (meaningful when packed) the int32 ``[1]`` position + 1."""
+    """Both passes; returns the output and (meaningful when packed) the int32 ``[4]`` position + 1.
+
+    With ``counters`` (int32, >= B * Hkv entries, zero) pass 1's last block per kv head merges the splits
+    (one launch instead of two) and leaves the counters zero; ``init_value`` is then not used.
+    """
     b, d = q.shape[0], k.shape[3]
     hkv, lk = k.shape[1], k.shape[2]
     hq = packed[0] if packed is not None else q.shape[1]
@@ -145,7 +151,7 @@ def _launch(
     params = kernel_scalars(
         (float(scale), prep.eps, prep.input_scale) if prep is not None else (float(scale),)
     )
-    part_o, part_ml, next_pos = _partial_kernel()(
+    part_o, part_ml, next_pos, folded = _partial_kernel()(
         inputs=[
             q,
             k,
@@ -157,6 +163,7 @@ def _launch(
             prep.q_norm if prep is not None and prep.q_norm is not None else q,
             prep.k_norm if prep is not None and prep.k_norm is not None else q,
             prep.inv_freq if prep is not None and prep.inv_freq is not None else params,
+            counters if counters is not None else lengths,  # unread placeholder without FOLD
         ],
         template=[
             ("T", q.dtype),
@@ -167,12 +174,20 @@ def _launch(
             ("PACKED", packed is not None),
             ("QK_NORM", prep is not None and prep.q_norm is not None),
             ("ROPE", prep.rope if prep is not None else 0),
+            ("FOLD", counters is not None),
         ],
         grid=(b * hkv * splits * _WARPS * 32, 1, 1),
         threadgroup=(_WARPS * 32, 1, 1),
-        output_shapes=[(b, hq, splits, d), (b, hq, splits, 2), (4,)],  # 16 bytes: see _scalars
-        output_dtypes=[mx.float32, mx.float32, mx.int32],
+        output_shapes=[  # next_pos (and the unwritten out without FOLD) >= 16 bytes: see _scalars
+            (b, hq, splits, d),
+            (b, hq, splits, 2),
+            (4,),
+            (b, 1, hq * d) if counters is not None else (16 // q.dtype.size,),
+        ],
+        output_dtypes=[mx.float32, mx.float32, mx.int32, q.dtype],
     )
+    if counters is not None:
+        return (folded if packed is not None else folded.reshape(b, hq, 1, d)), next_pos
     (out,) = _combine_kernel()(
         inputs=[part_o, part_ml],
         template=[("T", q.dtype), ("MAX_SPLITS", _MAX_SPLITS)],
@@ -374,6 +389,7 @@ def decode_attention_qkv(
     rope_inv_freq: mx.array | None = None,
     rope_traditional: bool = False,
     rope_input_scale: float = 1.0,
+    counters: mx.array | None = None,
     backend: str | None = None,
 ) -> tuple[mx.array, mx.array, mx.array, mx.array]:
     """Decode attention straight from a fused q/k/v projection: prepare, append and attend in one kernel.
@@ -388,8 +404,12 @@ def decode_attention_qkv(
     array shaped like ``position`` (on CUDA the kernel writes it, saving a launch per layer).
 
     On CUDA it is one split-K kernel plus the merge, and the caches are updated *in place* (same ownership
-    rule as :func:`decode_attention_append`). Elsewhere it is the same computation as MLX ops
-    (``mx.fast.rms_norm``, ``mx.fast.rope``, ``mx.slice_update``, ``mx.fast`` attention).
+    rule as :func:`decode_attention_append`). ``counters`` (optional: an evaluated, zeroed int32 ``[N]``
+    array with ``N >= B * Hkv`` that the caller owns, e.g. `StaticKVCache.kernel_counters`) lets the
+    kernel's last block per kv head do the merge, saving the second launch; the kernel leaves it zero.
+    Launches that may run concurrently must not share it (one per cache is safe). Elsewhere it is the
+    same computation as MLX ops (``mx.fast.rms_norm``, ``mx.fast.rope``, ``mx.slice_update``,
+    ``mx.fast`` attention).
     """
     qkv = require_array("qkv", qkv)
     k_cache = require_array("k_cache", k_cache)
@@ -421,11 +441,18 @@ def decode_attention_qkv(
     eps = require_eps(eps)
     rope = _rope_mode(rope_inv_freq, rope_traditional, d)
     pos = _position_array(position, k_cache.shape[2])
+    if counters is not None:
+        counters = require_array("counters", counters)
+        if counters.dtype != mx.int32 or counters.ndim != 1 or counters.size < b * hkv:
+            raise ValueError(
+                f"counters must be a zeroed int32 [N] array with N >= B * Hkv = {b * hkv}, got "
+                f"{tuple(counters.shape)} {counters.dtype}."
+            )
     impl = resolve_backend(backend, qkv.dtype)
     if impl == "cuda" and _kernel_covers(n_heads, k_cache) and (rope != 2 or (d // 32) % 2 == 0):
         prep = TokenPrep(q_norm, k_norm, eps, rope, rope_inv_freq, float(rope_input_scale))
         out, next_pos = _launch(
-            qkv, k_cache, v_cache, float(scale), pos.reshape(1), None, None, None, (n_heads, prep)
+            qkv, k_cache, v_cache, float(scale), pos.reshape(1), None, None, None, (n_heads, prep), counters
         )
         return out, k_cache, v_cache, next_pos[:1].reshape(pos.shape)
     q, k, v = mx.split(qkv, [n_heads * d, (n_heads + hkv) * d], axis=-1)

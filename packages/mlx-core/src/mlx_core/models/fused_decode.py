@@ -1,4 +1,4 @@
-"""Fused decode path of the Llama family: six kernels per layer instead of about twenty.
+"""Fused decode path of the Llama family: five kernels per layer instead of about twenty.
 
 A decode step (one token) of a small model is bound by the number of kernels, not by the bytes they
 read: on an H100 each kernel costs ~5 µs of launch and ramp-up, and an unfused Llama-family block launches
@@ -6,7 +6,8 @@ about twenty (two RMSNorms, five matvecs, q/k-norm, two RoPEs, attention and its
 With q/k/v and gate/up fused (`mlx_core.models.fusion.fuse_projections`) a block here is:
 
 1. ``qkv = W_qkv @ rms_norm(x)``                                   (`fused_matvec`, norm prologue)
-2. q/k-norm + RoPE + append to the cache + split-K attention      (`decode_attention_qkv`, two kernels)
+2. q/k-norm + RoPE + append to the cache + split-K attention      (`decode_attention_qkv`, one kernel
+   whose last block per kv head merges the splits, with the cache's `kernel_counters`)
 3. ``h = x + W_o @ attn``                                          (`fused_matvec`, residual epilogue)
 4. ``a = silu(gate) * up`` of ``W_gate_up @ rms_norm(h)``          (`fused_matvec`, norm + SwiGLU)
 5. ``h + W_down @ a``                                              (`fused_matvec`, residual epilogue)
@@ -179,6 +180,7 @@ def decode_block(block: Any, x: mx.array, mask: Any, cache: Any) -> mx.array | N
         rope_inv_freq=weights.rotation.inv_freq,
         rope_traditional=weights.rotation.traditional,
         rope_input_scale=weights.rotation.input_scale,
+        counters=cache.kernel_counters(cache.keys.shape[0] * cache.keys.shape[1]),
     )
     cache.store_appended(keys, values, next_position)
     if weights.group is not None:  # tensor parallel: the same two all-reduces as the layer code

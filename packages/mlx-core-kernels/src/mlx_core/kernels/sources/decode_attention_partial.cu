@@ -13,9 +13,11 @@
 // split 0 writes it into keys / values at that row *in place* (the caller owns those buffers and
 // wants them updated; no other block of this launch reads that row from memory).
 // Outputs: part_o [B, Hq, splits, D] float32 (unnormalised), part_ml [B, Hq, splits, 2] float32
-//          (running max in log2 units, sum of exponentials), next_pos [4] int32 (PACKED: [0] = position + 1).
+//          (running max in log2 units, sum of exponentials), next_pos [4] int32 (PACKED: [0] = position + 1),
+//          out [B, Hq * D] T (FOLD: the merged result, as pass 2 writes it; else unwritten).
+// FOLD: counters [>= B * Hkv] int32, zero before the launch and after it (see the end of the kernel).
 // Template: T, G (query heads per kv head), EPL (D / 32 elements per lane), NW (warps per block), APPEND,
-//           PACKED, QK_NORM, ROPE.
+//           PACKED, QK_NORM, ROPE, FOLD.
 // Launch: grid = (B * Hkv * splits * NW * 32, 1, 1), threadgroup = (NW * 32, 1, 1). One block per
 // (batch, kv head, split): each K/V row is read once and used for all G query heads of the group.
 constexpr int DD = EPL * 32;
@@ -262,5 +264,86 @@ for (int idx = static_cast<int>(threadIdx.x); idx < G * DD; idx += NW * 32) {
   if (d == 0) {
     part_ml[prow * 2] = mx_;
     part_ml[prow * 2 + 1] = lsum;
+  }
+}
+
+// FOLD: the merge of pass 2 in the same launch. Each block fences its partials and counts itself in
+// counters[batch * Hkv + kv head] (caller-owned int32, zero between launches); the block that arrives
+// last merges every split of its G query heads into `out` and resets the counter to zero (CUDA's
+// threadFenceReduction pattern; launches sharing `counters` must not run concurrently). The merge is
+// latency-bound, so nothing in it loops over splits one load at a time: a warp per query head takes the
+// max and the weights with its lanes over the splits, then every lane sums its EPL output elements with
+// FR splits' loads in flight.
+if constexpr (FOLD) {
+  __shared__ bool last_block;
+  __shared__ float fold_w[NW][256];  // one weight per split (decode_attention._MAX_SPLITS = 256)
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int* counter = const_cast<int*>(counters) + bkv;
+    last_block = atomicAdd(counter, 1) == splits - 1;
+    if (last_block) {
+      atomicExch(counter, 0);
+    }
+  }
+  __syncthreads();
+  if (last_block) {
+    __threadfence();
+    constexpr int FR = EPL >= 32 ? 1 : (32 / EPL > 16 ? 16 : 32 / EPL);  // ~32 floats of loads in flight
+    for (int g = warp; g < G; g += NW) {
+      const long long hrow = static_cast<long long>(b) * Hq + kvh * G + g;
+      const float* ml = part_ml + hrow * splits * 2;
+      float m_max = mck_neg_inf();
+      for (int s = lane; s < splits; s += 32) {
+        m_max = fmaxf(m_max, __ldcg(ml + 2 * s));
+      }
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) {
+        m_max = fmaxf(m_max, __shfl_xor_sync(0xffffffffu, m_max, off));
+      }
+      float l_part = 0.0f;
+      for (int s = lane; s < splits; s += 32) {
+        const float ms = __ldcg(ml + 2 * s);
+        const float wt = ms == mck_neg_inf() ? 0.0f : exp2f(ms - m_max);
+        fold_w[warp][s] = wt;
+        l_part += __ldcg(ml + 2 * s + 1) * wt;
+      }
+      const float l_total = mck_warp_sum(l_part);
+      const float inv_sum = l_total > 0.0f ? 1.0f / l_total : 0.0f;
+      __syncwarp();
+      const float* po = part_o + hrow * splits * DD + lane * EPL;
+      float o[EPL];
+#pragma unroll
+      for (int i = 0; i < EPL; ++i) {
+        o[i] = 0.0f;
+      }
+      for (int s0 = 0; s0 < splits; s0 += FR) {
+        float pv[FR][EPL];
+#pragma unroll
+        for (int j = 0; j < FR; ++j) {
+          if (s0 + j < splits) {
+#pragma unroll
+            for (int i = 0; i < EPL; ++i) {
+              pv[j][i] = __ldcg(po + static_cast<long long>(s0 + j) * DD + i);
+            }
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < FR; ++j) {
+          if (s0 + j < splits) {
+            const float wt = fold_w[warp][s0 + j];
+#pragma unroll
+            for (int i = 0; i < EPL; ++i) {
+              o[i] += wt * pv[j][i];
+            }
+          }
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < EPL; ++i) {
+        out[hrow * DD + lane * EPL + i] = static_cast<T>(o[i] * inv_sum);
+      }
+      __syncwarp();  // the next head of this warp rewrites fold_w[warp]
+    }
   }
 }

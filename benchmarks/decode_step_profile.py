@@ -144,6 +144,9 @@ def compiled_step(mode: str, which: str = "mlx-lm", shape: str = "Qwen3-0.6B bf1
 _TUNE_N = int(os.environ.get("TUNE_N", "6"))
 #: Launch shapes (warps per block, rows per warp) the ``kernels`` sweep runs for every matvec case.
 _LAUNCH_SHAPES = ((4, 1), (8, 1), (16, 1), (8, 2), (4, 4), (8, 4))
+#: 512-thread blocks are skipped for dense weights: some instantiations need more than the 128 registers per
+#: thread such a block allows (cudaGraphInstantiate: "too many resources requested for launch").
+_DENSE_LAUNCH_SHAPES = tuple(shape for shape in _LAUNCH_SHAPES if shape[0] * 32 < 512)
 
 
 def _bf16(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> mx.array:
@@ -172,7 +175,7 @@ def _matvec_sweep(inp: int, rows: int, bits: int | None, norm: bool, swiglu: boo
         "swiglu": swiglu,
     }
     mx.eval([fused_matvec(x, *weights[i % n], backend="fallback", **kw) for i in range(2 * n)])
-    for warps, rpw in _LAUNCH_SHAPES:
+    for warps, rpw in _LAUNCH_SHAPES if bits else _DENSE_LAUNCH_SHAPES:
         mx.eval([matvec_cuda(x, *weights[i % n], warps=warps, rows_per_warp=rpw, **kw) for i in range(2 * n)])
 
 
@@ -198,13 +201,14 @@ def _attention_sweep(length: int, capacity: int) -> None:
         )
 
 
-def kernel_sweep() -> None:
+def kernel_sweep(only: str = "") -> None:
     """Launch the fused decode kernels at Qwen3-0.6B shapes (and Llama-3.2-1B's MLP), bf16 and 4-bit,
     under several launch shapes, for ncu to time on the device (kernel names carry the launch shape):
 
         ncu --clock-control none --print-summary per-kernel --metrics gpu__time_duration.sum \\
-            -k regex:mlx_core python benchmarks/decode_step_profile.py kernels
+            -k regex:mlx_core python benchmarks/decode_step_profile.py kernels [FILTER]
 
+    FILTER keeps the cases whose "name kind" contains it (e.g. "llama", "bf16", "down (residual) q4").
     (Host-side timing of single launches measures the launch path, ~15–20 µs each, not the kernels.)
     """
     cases = [  # name, in, rows of W, norm, swiglu, residual
@@ -217,10 +221,14 @@ def kernel_sweep() -> None:
     ]
     for name, inp, rows, norm, swiglu, res in cases:
         for bits in (None, 4):
-            _matvec_sweep(inp, rows, bits, norm, swiglu, res)
             kind = "q4" if bits else "bf16"
-            print(f"launched {name} {kind}: ops + {len(_LAUNCH_SHAPES)} shapes", flush=True)
+            if only not in f"{name} {kind}":
+                continue
+            _matvec_sweep(inp, rows, bits, norm, swiglu, res)
+            print(f"launched {name} {kind}", flush=True)
     for length, capacity in ((768, 1600), (4096, 8192)):
+        if only not in f"attention L={length}":
+            continue
         _attention_sweep(length, capacity)
         print(f"launched attention L={length}: 6 split counts", flush=True)
 
@@ -234,7 +242,7 @@ def main() -> None:
     if what == "ops":
         per_op_costs()
     elif what == "kernels":
-        kernel_sweep()
+        kernel_sweep(sys.argv[2] if len(sys.argv) > 2 else "")
     elif what in ("step", "step-ncu"):
         with contextlib.suppress(KeyboardInterrupt):
             compiled_step(what, which, shape)

@@ -98,3 +98,20 @@ def test_tensor_parallel_errors_are_one_line(cli: Callable[..., Any]) -> None:
     assert env_less.returncode != 0
     lines = env_less.stderr.strip().splitlines()
     assert len(lines) == 1 and "MLX_HOSTFILE" in lines[0] and "Traceback" not in env_less.stderr
+
+
+@pytest.mark.parametrize("preset", [None, "1"])
+def test_tensor_parallel_turns_cuda_graphs_off_unless_set(
+    monkeypatch: pytest.MonkeyPatch, preset: str | None
+) -> None:
+    """--tensor-parallel defaults MLX_USE_CUDA_GRAPHS to 0 (NCCL all-reduces are ~2.6x slower inside MLX's
+    graphs); a value the user set is kept. Checked in-process: the run stops at the missing ring env."""
+    from mlx_core.cli.main import main
+
+    for name in ("MLX_HOSTFILE", "MLX_RANK", "MLX_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLX_USE_CUDA_GRAPHS", preset or "")  # recorded, so the teardown restores it
+    if preset is None:
+        monkeypatch.delenv("MLX_USE_CUDA_GRAPHS")
+    assert main(["generate", "--tensor-parallel", "--backend", "ring", "--max-tokens", "2"]) == 1
+    assert os.environ["MLX_USE_CUDA_GRAPHS"] == (preset or "0")

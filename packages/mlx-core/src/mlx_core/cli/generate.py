@@ -13,6 +13,7 @@ rank 0 prints.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -109,9 +110,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def load(spec: str, group: Any = None) -> tuple[Any, Any]:
     """``(model, tokenizer)`` for a model argument: the shipped demo names, a directory or a Hub id.
 
-    With a distributed ``group`` the model is split over it, each rank reading only its slices. A model on
-    one device gets fused q/k/v and gate/up projections (same logits, fewer kernels; on CUDA the compiled
-    decode step then runs `mlx_core.models.fused_decode`'s six kernels per layer).
+    With a distributed ``group`` the model is split over it, each rank reading only its slices. The model
+    (each rank's shards, when split) gets fused q/k/v and gate/up projections (same logits, fewer kernels;
+    on CUDA the compiled decode step then runs `mlx_core.models.fused_decode`'s five kernels per layer).
     """
     from mlx_core.models import demo_model_path, load_model, load_sharded
 
@@ -120,7 +121,7 @@ def load(spec: str, group: Any = None) -> tuple[Any, Any]:
             spec = str(demo_model_path(draft=spec == DEMO_DRAFT))
         except FileNotFoundError as err:
             raise CLIError(str(err)) from err
-    return load_model(spec, fuse=True) if group is None else load_sharded(spec, group)
+    return load_model(spec, fuse=True) if group is None else load_sharded(spec, group, fuse=True)
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -146,7 +147,16 @@ def _make_caches(model: Any, args: argparse.Namespace) -> list[Any] | None:
     )
 
 
+#: MLX's CUDA graphs hold each NCCL all-reduce at ~40 µs instead of ~15 µs; a two-GPU Llama-3-8B decode ran
+#: at 188 tok/s with them and 247 without (benchmarks/NOTES.md, 2 x H200). Tensor-parallel runs turn them
+#: off unless the environment already says otherwise; the variable is read once, before MLX's first eval.
+TENSOR_PARALLEL_ENV = {"MLX_USE_CUDA_GRAPHS": "0"}
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.tensor_parallel:
+        for name, value in TENSOR_PARALLEL_ENV.items():
+            os.environ.setdefault(name, value)
     import mlx.core as mx
     from mlx_core.generate import Generate, make_logits_processors, make_sampler
 

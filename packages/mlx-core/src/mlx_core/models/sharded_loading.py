@@ -25,6 +25,7 @@ from mlx.utils import tree_flatten
 from mlx_core.convert import CorruptCheckpointError, TensorInfo, read_header
 from mlx_core.convert.safetensors_file import SAFETENSORS_DTYPES
 
+from .fusion import fuse_projections
 from .llama import Model
 from .loading import (
     ModelLoadError,
@@ -158,8 +159,16 @@ def load_sharded(
     revision: str | None = None,
     shard_lm_head: bool = False,
     dtype: mx.Dtype | None = None,
+    fuse: bool = False,
 ) -> tuple[Model, Any]:
-    """Tensor-parallel twin of ``load_model``: ``(model sharded over group, tokenizer)``."""
+    """Tensor-parallel twin of ``load_model``: ``(model sharded over group, tokenizer)``.
+
+    ``fuse=True`` then fuses each rank's own q/k/v and gate/up shards (`fuse_projections`), so the compiled
+    decode step takes the fused kernels on CUDA with the layer's two all-reduces.
+    """
     model_path = resolve_model_path(path_or_repo, revision=revision)
     model, config = load_sharded_weights(model_path, group, shard_lm_head=shard_lm_head, dtype=dtype)
+    if fuse:
+        fuse_projections(model)
+        mx.eval(model.parameters())
     return model, load_tokenizer_for(model_path, config)

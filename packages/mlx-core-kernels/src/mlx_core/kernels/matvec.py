@@ -22,6 +22,7 @@ MLX ops. There is no Metal kernel: Metal runs the MLX ops.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import mlx.core as mx
@@ -279,9 +280,7 @@ def fused_matvec(
                 f"residual must be {(*lead, out_features)} in {x.dtype}, got {tuple(residual.shape)} "
                 f"{residual.dtype}."
             )
-    rows = 1
-    for n in lead:
-        rows *= n
+    rows = math.prod(lead)
     impl = resolve_backend(backend, x.dtype)
     if impl == "cuda" and matvec_kernel_supports(rows, in_features, x.dtype, q_bits, group_size):
         y = matvec_cuda(

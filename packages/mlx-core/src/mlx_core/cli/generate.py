@@ -147,16 +147,12 @@ def _make_caches(model: Any, args: argparse.Namespace) -> list[Any] | None:
     )
 
 
-#: MLX's CUDA graphs hold each NCCL all-reduce at ~40 µs instead of ~15 µs; a two-GPU Llama-3-8B decode ran
-#: at 188 tok/s with them and 247 without (benchmarks/NOTES.md, 2 x H200). Tensor-parallel runs turn them
-#: off unless the environment already says otherwise; the variable is read once, before MLX's first eval.
-TENSOR_PARALLEL_ENV = {"MLX_USE_CUDA_GRAPHS": "0"}
-
-
 def run(args: argparse.Namespace) -> int:
     if args.tensor_parallel:
-        for name, value in TENSOR_PARALLEL_ENV.items():
-            os.environ.setdefault(name, value)
+        # MLX's CUDA graphs hold each NCCL all-reduce at ~40 µs instead of ~15 µs; a two-GPU Llama-3-8B
+        # decode ran at 188 tok/s with them and 247 without (benchmarks/NOTES.md, 2 x H200). Off unless the
+        # environment says otherwise; MLX reads the variable once, so this must precede its first use.
+        os.environ.setdefault("MLX_USE_CUDA_GRAPHS", "0")
     import mlx.core as mx
     from mlx_core.generate import Generate, make_logits_processors, make_sampler
 

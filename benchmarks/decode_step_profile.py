@@ -5,6 +5,9 @@
     python benchmarks/decode_step_profile.py step [mlx-lm|fused] [SHAPE]   # compiled step (mlx-lm model +
                                     # mlx_core.attn, or the reference model's fused decode path):
                                     # synchronous build/device split, pipelined µs/token
+    python benchmarks/decode_step_profile.py loop [SHAPE]  # one process, interleaved: mlx-lm and Generate
+                                    # (fused decode) on the default, a plain and a thread-local stream, and
+                                    # a bare loop of the compiled step: build / encode / wait per token
     ncu --clock-control none --profile-from-start off --print-summary per-kernel \\
         --metrics gpu__time_duration.sum python benchmarks/decode_step_profile.py step-ncu   # kernel census
 
@@ -140,6 +143,133 @@ def compiled_step(mode: str, which: str = "mlx-lm", shape: str = "Qwen3-0.6B bf1
     )
 
 
+def primitive_census(model: Any, prompt: mx.array) -> str:
+    """Primitives per type in the graph of one decode step (built eagerly, not evaluated): an upper
+    bound on what the compiled tape encodes per token (compile fuses elementwise chains further).
+    """
+    import collections
+    import re
+    import tempfile
+
+    from mlx_core.cache import StaticKVCache
+    from mlx_core.generate import CompiledDecodeStep, make_sampler, prefill
+
+    caches = [StaticKVCache(768) for _ in model.layers]
+    prefill(model, prompt[None, :-1], caches)
+    step = CompiledDecodeStep(model, caches, make_sampler(0.0))
+    trace = step._trace
+    for p, c in zip(trace.proxies, caches, strict=True):
+        p.max_size, p._layout = c.max_size, c._layout
+        p.compile_state[:] = c.compile_state
+    y = trace._step(prompt[-1:])
+    outputs = [y] + [a for p in trace.proxies for a in p.compile_state if a is not None]
+    with tempfile.NamedTemporaryFile("r", suffix=".dot") as f:
+        mx.export_to_dot(f.name, *outputs)
+        labels = re.findall(r'label ="(\w+)"', f.read())
+    for p in trace.proxies:
+        p.reset()
+    counts = collections.Counter(labels)
+    return f"{sum(counts.values())} in all: " + ", ".join(f"{k} {v}" for k, v in counts.most_common())
+
+
+def loop_compare(shape: str, tokens: int = 256, runs: int = 5) -> None:
+    """mlx-lm and `Generate` (fused decode) on the default, a plain and a thread-local stream, and a bare
+    pipelined loop of the same compiled step, in one process and interleaved. For the bare loop a token's
+    host time is split into building the step (the compiled call), encoding it (``async_eval``) and
+    waiting for the previous token (``item``).
+    """
+    import importlib
+
+    from mlx_core.cache import StaticKVCache
+    from mlx_core.generate import CompiledDecodeStep, clear_compiled_steps, make_sampler, prefill
+    from mlx_core.models import fuse_projections
+
+    by_name = {c.name: c for c in decode_gpu.GPU_CONFIGS}
+    cfg = by_name[shape]
+    source = decode_gpu.build_mlx_lm_model(cfg)
+    model = fuse_projections(decode_gpu.build_reference_model(cfg, source))
+    prompt = mx.array(np.random.default_rng(1).integers(0, cfg.vocab, size=512).astype(np.int32))
+    splits: dict[str, list[tuple[float, float, float]]] = {}
+
+    def bare(name: str, stream: Any) -> tuple[list[int], float]:
+        with mx.stream(stream):
+            caches = [StaticKVCache(768) for _ in model.layers]
+            prefill(model, prompt[None, :-1], caches)
+            step = CompiledDecodeStep(model, caches, make_sampler(0.0))
+            y = step(prompt[-1:])
+            mx.async_eval(y)
+            out, parts = [], []
+            start = 0.0
+            for i in range(tokens):
+                t0 = time.perf_counter()
+                nxt = step(y)
+                t1 = time.perf_counter()
+                mx.async_eval(nxt)
+                t2 = time.perf_counter()
+                out.append(y.item())
+                t3 = time.perf_counter()
+                if i == 0:
+                    start = t3
+                else:
+                    parts.append((t1 - t0, t2 - t1, t3 - t2))
+                y = nxt
+            mx.eval(y)
+        splits.setdefault(name, []).extend(parts)
+        return out, (tokens - 1) / (t3 - start)
+
+    print(f"[primitives of one {shape} step, uncompiled graph] {primitive_census(model, prompt)}")
+    mlx_lm_generate = importlib.import_module("mlx_lm.generate")  # the module, not mlx_lm.generate()
+    device = mx.default_device()
+    streams = {
+        "thread-local": mx.new_thread_local_stream(device),  # mlx-lm's generation stream
+        "default": mx.default_stream(device),
+        "plain": mx.new_stream(device),
+    }
+
+    def ours_on(kind: str) -> tuple[list[int], float]:
+        clear_compiled_steps()  # trace under this stream
+        with mx.stream(streams[kind]):  # Generate decodes on the caller's stream
+            return decode_gpu.run_ours(model, prompt, tokens, True)
+
+    def mlx_lm_on(kind: str) -> tuple[list[int], float]:
+        original = mlx_lm_generate.generation_stream
+        mlx_lm_generate.generation_stream = streams[kind]
+        try:
+            return decode_gpu.run_mlx_lm(source, prompt, tokens)
+        finally:
+            mlx_lm_generate.generation_stream = original
+
+    def bare_on(kind: str) -> tuple[list[int], float]:
+        clear_compiled_steps()
+        return bare(f"bare loop, {kind} stream", streams[kind])
+
+    variants: list[decode_gpu.Variant] = [
+        ("mlx-lm generate_step", lambda: decode_gpu.run_mlx_lm(source, prompt, tokens)),
+        ("mlx-lm, default stream", lambda: mlx_lm_on("default")),
+        ("Generate, fused decode", lambda: ours_on("default")),
+        ("Generate, thread-local stream", lambda: ours_on("thread-local")),
+        ("Generate, plain new stream", lambda: ours_on("plain")),
+        ("bare loop, default stream", lambda: bare_on("default")),
+        ("bare loop, thread-local stream", lambda: bare_on("thread-local")),
+    ]
+    measured = decode_gpu.measure_interleaved(variants, runs)
+    env = {k: os.environ.get(k, "-") for k in ("MLX_USE_CUDA_GRAPHS", "MLX_MAX_OPS_PER_BUFFER")}
+    print(f"[loop {shape}, {env}]")
+    base = measured["mlx-lm generate_step"]
+    for name, result in measured.items():
+        if isinstance(result, Exception):
+            print(f"  {name:30s} FAILED {result!r}")
+            continue
+        toks, tps, all_tps = result
+        same = "identical" if toks == base[0] else "DIFFERS"
+        spread = ", ".join(f"{t:.0f}" for t in all_tps)
+        line = f"  {name:30s} {tps:7.1f} tok/s {tps / base[1]:5.2f}x {same} [{spread}]"
+        if name in splits:
+            b, e, w = (statistics.median(p[i] for p in splits[name]) * 1e6 for i in range(3))
+            line += f"  build {b:.0f} + encode {e:.0f} + wait {w:.0f} µs"
+        print(line, flush=True)
+
+
 #: Distinct weights per launch configuration in ``kernels`` mode (cycled twice; nothing stays in L2).
 _TUNE_N = int(os.environ.get("TUNE_N", "6"))
 #: Launch shapes (warps per block, rows per warp) the ``kernels`` sweep runs for every matvec case.
@@ -243,6 +373,8 @@ def main() -> None:
         per_op_costs()
     elif what == "kernels":
         kernel_sweep(sys.argv[2] if len(sys.argv) > 2 else "")
+    elif what == "loop":
+        loop_compare(sys.argv[2] if len(sys.argv) > 2 else "Llama-3.2-1B 4-bit")
     elif what in ("step", "step-ncu"):
         with contextlib.suppress(KeyboardInterrupt):
             compiled_step(what, which, shape)

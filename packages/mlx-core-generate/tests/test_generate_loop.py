@@ -260,3 +260,18 @@ def test_stream_generate_chunks(tiny_llama: Any) -> None:
     chunks = list(stream_generate(tiny_llama, _prompt(5), max_tokens=4))
     assert [c.finish_reason for c in chunks] == [None, None, None, "length"]
     assert [c.token for c in chunks] == list(Generate(tiny_llama, _prompt(5), max_tokens=4))
+
+
+def test_decodes_on_the_callers_stream_and_leaves_it_set(tiny_llama: Any) -> None:
+    """The loop enters no stream of its own: while it is suspended at a token the caller's default stream
+    is unchanged, and a stream chosen with ``mx.stream`` gives the same tokens."""
+    prompt = _prompt(12, seed=8)
+    want = list(Generate(tiny_llama, prompt, max_tokens=10))
+    device = mx.default_device()
+    before = mx.default_stream(device)
+    gen = iter(Generate(tiny_llama, prompt, max_tokens=10))
+    first = next(gen)
+    assert mx.default_stream(device) == before
+    assert [first, *gen] == want
+    with mx.stream(mx.new_stream(device)):
+        assert list(Generate(tiny_llama, prompt, max_tokens=10)) == want

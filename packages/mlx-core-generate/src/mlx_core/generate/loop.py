@@ -2,8 +2,13 @@
 
 The loop follows mlx-lm's ``generate_step``: all prompt tokens but the last are prefilled in chunks, the
 last one produces the first logits, and each decode step is dispatched with ``mx.async_eval`` before the
-previous token is handed out, so graph building overlaps device work. After a call the caches hold the
-prompt and every sampled token, so a follow-up call passes only the new prompt tokens with the same caches.
+previous token is handed out, so graph building overlaps device work. Unlike mlx-lm it runs on the
+caller's current stream (the device's default stream unless the caller chose one with ``mx.stream``), not
+on a stream of its own: on CUDA (MLX 0.32.4, H100) the compiled decode step of a Llama-3.2-1B 4-bit model
+ran 912 tok/s on the default stream and 658-691 on a separate one, where the host spends ~30 % longer
+encoding each step; and a generator that enters ``mx.stream`` leaves it set in the caller's code while
+suspended at ``yield``. After a call the caches hold the prompt and every sampled token, so a follow-up
+call passes only the new prompt tokens with the same caches.
 """
 
 from __future__ import annotations
@@ -28,23 +33,6 @@ CompileMode = bool | str
 
 #: Static caches made by `Generate` are sized prompt + max_tokens rounded up to this (shared traces).
 CAPACITY_ROUNDING = 256
-
-
-_STREAMS: dict[str, Any] = {}
-
-
-def _generation_stream(device: Any) -> Any:
-    """A dedicated stream per device (thread-local where MLX offers it), like mlx-lm's.
-
-    Keyed by the device's name: ``mx.Device`` objects hash by identity, and a new stream per call would
-    make ``mx.compile`` retrace the decode step for every generation.
-    """
-    key = str(device)
-    stream = _STREAMS.get(key)
-    if stream is None:
-        new = getattr(mx, "new_thread_local_stream", mx.new_stream)
-        stream = _STREAMS[key] = new(device)
-    return stream
 
 
 def default_caches(model: Any, max_kv_size: int | None = None) -> list[Any]:
@@ -305,41 +293,40 @@ class Generate(TokenEventStream):
             mx.random.seed(self.seed)
         total = self.prompt.shape[1]
         progress = self.prompt_progress
-        with mx.stream(_generation_stream(mx.default_device())):
-            t0 = time.perf_counter()
-            if progress is not None:
-                progress(0, total)
-            chunk_progress = None if progress is None else (lambda done, _: progress(done, total))
-            prefill(self.model, self.prompt[:, :-1], self.caches, self.prefill_step_size, chunk_progress)
-            advance = self._compiled_decoder()
-            if advance is None:
-                history = self.prompt[0, :-1] if self.logits_processors and total > 1 else None
-                advance = self._eager_decoder(history)
-            max_tokens = self.max_tokens
-            if max_tokens == 0 and self.assembler.finished:
-                return
-            y = advance(self.prompt[:, -1])
-            mx.async_eval(y)
-            n = 0
-            t1 = t0
-            while True:
-                if n != max_tokens:
-                    next_y = advance(y)
-                    mx.async_eval(next_y)
-                if n == 0:
-                    mx.eval(y)
-                    t1 = time.perf_counter()
-                    self.prompt_tps = total / max(t1 - t0, 1e-9)
-                    if progress is not None:
-                        progress(total, total)
-                if n == max_tokens:
-                    break
-                yield int(y.item())  # type: ignore[arg-type]
-                n += 1
-                self.generation_tps = n / max(time.perf_counter() - t1, 1e-9)
-                if n % 256 == 0:
-                    mx.clear_cache()
-                y = next_y
+        t0 = time.perf_counter()
+        if progress is not None:
+            progress(0, total)
+        chunk_progress = None if progress is None else (lambda done, _: progress(done, total))
+        prefill(self.model, self.prompt[:, :-1], self.caches, self.prefill_step_size, chunk_progress)
+        advance = self._compiled_decoder()
+        if advance is None:
+            history = self.prompt[0, :-1] if self.logits_processors and total > 1 else None
+            advance = self._eager_decoder(history)
+        max_tokens = self.max_tokens
+        if max_tokens == 0 and self.assembler.finished:
+            return
+        y = advance(self.prompt[:, -1])
+        mx.async_eval(y)
+        n = 0
+        t1 = t0
+        while True:
+            if n != max_tokens:
+                next_y = advance(y)
+                mx.async_eval(next_y)
+            if n == 0:
+                mx.eval(y)
+                t1 = time.perf_counter()
+                self.prompt_tps = total / max(t1 - t0, 1e-9)
+                if progress is not None:
+                    progress(total, total)
+            if n == max_tokens:
+                break
+            yield int(y.item())  # type: ignore[arg-type]
+            n += 1
+            self.generation_tps = n / max(time.perf_counter() - t1, 1e-9)
+            if n % 256 == 0:
+                mx.clear_cache()
+            y = next_y
 
     def _events(self) -> Iterator[tuple[int, str, str | None]]:
         """(token, released text, finish reason) for every sampled token, up to the first stop."""

@@ -5,7 +5,7 @@
     python benchmarks/decode_step_profile.py step [mlx-lm|fused] [SHAPE]   # compiled step (mlx-lm model +
                                     # mlx_core.attn, or the reference model's fused decode path):
                                     # synchronous build/device split, pipelined µs/token
-    python benchmarks/decode_step_profile.py loop [SHAPE]  # one process, interleaved: mlx-lm and Generate
+    python benchmarks/decode_step_profile.py loop [SHAPE] [ONLY]  # one process, interleaved: mlx-lm, Generate
                                     # (fused decode) on the default, a plain and a thread-local stream, and
                                     # a bare loop of the compiled step: build / encode / wait per token
     ncu --clock-control none --profile-from-start off --print-summary per-kernel \\
@@ -172,11 +172,12 @@ def primitive_census(model: Any, prompt: mx.array) -> str:
     return f"{sum(counts.values())} in all: " + ", ".join(f"{k} {v}" for k, v in counts.most_common())
 
 
-def loop_compare(shape: str, tokens: int = 256, runs: int = 5) -> None:
+def loop_compare(shape: str, tokens: int = 256, runs: int = 5, only: str = "") -> None:
     """mlx-lm and `Generate` (fused decode) on the default, a plain and a thread-local stream, and a bare
     pipelined loop of the same compiled step, in one process and interleaved. For the bare loop a token's
     host time is split into building the step (the compiled call), encoding it (``async_eval``) and
-    waiting for the previous token (``item``).
+    waiting for the previous token (``item``). ``only``: comma-separated substrings of the variants to
+    run besides mlx-lm's own.
     """
     import importlib
 
@@ -252,6 +253,9 @@ def loop_compare(shape: str, tokens: int = 256, runs: int = 5) -> None:
         ("bare loop, default stream", lambda: bare_on("default")),
         ("bare loop, thread-local stream", lambda: bare_on("thread-local")),
     ]
+    if only:
+        keep = [k.strip() for k in only.split(",") if k.strip()]
+        variants = [v for v in variants if v[0] == "mlx-lm generate_step" or any(k in v[0] for k in keep)]
     measured = decode_gpu.measure_interleaved(variants, runs)
     env = {k: os.environ.get(k, "-") for k in ("MLX_USE_CUDA_GRAPHS", "MLX_MAX_OPS_PER_BUFFER")}
     print(f"[loop {shape}, {env}]")
@@ -374,7 +378,8 @@ def main() -> None:
     elif what == "kernels":
         kernel_sweep(sys.argv[2] if len(sys.argv) > 2 else "")
     elif what == "loop":
-        loop_compare(sys.argv[2] if len(sys.argv) > 2 else "Llama-3.2-1B 4-bit")
+        loop_shape = sys.argv[2] if len(sys.argv) > 2 else "Llama-3.2-1B 4-bit"
+        loop_compare(loop_shape, only=sys.argv[3] if len(sys.argv) > 3 else "")
     elif what in ("step", "step-ncu"):
         with contextlib.suppress(KeyboardInterrupt):
             compiled_step(what, which, shape)

@@ -176,7 +176,7 @@ def loop_compare(shape: str, tokens: int = 256, runs: int = 5, only: str = "") -
     """mlx-lm and `Generate` (fused decode) on the default, a plain and a thread-local stream, and a bare
     pipelined loop of the same compiled step, in one process and interleaved. For the bare loop a token's
     host time is split into building the step (the compiled call), encoding it (``async_eval``) and
-    waiting for the previous token (``item``). ``only``: comma-separated substrings of the variants to
+    waiting for the previous token (``item``). ``only``: ``;``-separated substrings of the variants to
     run besides mlx-lm's own.
     """
     import importlib
@@ -254,7 +254,7 @@ def loop_compare(shape: str, tokens: int = 256, runs: int = 5, only: str = "") -
         ("bare loop, thread-local stream", lambda: bare_on("thread-local")),
     ]
     if only:
-        keep = [k.strip() for k in only.split(",") if k.strip()]
+        keep = [k.strip() for k in only.split(";") if k.strip()]
         variants = [v for v in variants if v[0] == "mlx-lm generate_step" or any(k in v[0] for k in keep)]
     measured = decode_gpu.measure_interleaved(variants, runs)
     env = {k: os.environ.get(k, "-") for k in ("MLX_USE_CUDA_GRAPHS", "MLX_MAX_OPS_PER_BUFFER")}

@@ -155,7 +155,9 @@ class Generate(TokenEventStream):
     called during prefill. ``eos_token_ids`` defaults to the tokenizer's (all of them).
 
     ``compile`` (``"auto"``, ``True``, ``False``): decode with a `CompiledDecodeStep` (model forward and
-    sampling traced once with ``mx.compile``; token-identical to eager decoding). ``"auto"`` does so when
+    sampling traced once with ``mx.compile``; token-identical to eager decoding on the CPU, and for greedy
+    decoding on a GPU, where the fixed-size cache's attention reduces in another order than the eager
+    one, so a *sampled* token can flip after a few dozen tokens). ``"auto"`` does so when
     possible: without ``caches`` it then creates `StaticKVCache`s of capacity prompt + ``max_tokens``
     (rounded up to 256) in place of plain ``KVCache``s; with ``caches`` it compiles when they are all
     `StaticKVCache`s, and generation stops ("length") when they are full. Logits processors, rotating or

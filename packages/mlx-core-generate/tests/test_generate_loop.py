@@ -249,10 +249,12 @@ def test_prefill_fills_caches_and_equals_one_pass(tiny_llama: Any) -> None:
     forward_logits(tiny_llama, tokens, b)
     assert a[0].offset == 17
     last = mx.array([[3]])
+    # On CUDA float32 matmuls run on TF32 tensor cores (10-bit mantissa): other chunks, other rounding.
+    on_gpu = mx.default_device().type == mx.DeviceType.gpu
     np.testing.assert_allclose(
         np.array(forward_logits(tiny_llama, last, a)),
         np.array(forward_logits(tiny_llama, last, b)),
-        atol=1e-4,
+        **({"rtol": 5e-3, "atol": 5e-3} if on_gpu else {"atol": 1e-4}),
     )
 
 

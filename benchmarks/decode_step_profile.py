@@ -324,7 +324,7 @@ def _attention_sweep(length: int, capacity: int) -> None:
     prep = TokenPrep(q_norm, k_norm, 1e-6, 1, inv, 1.0)
     position = mx.array([length - 1, 0, 0, 0], dtype=mx.int32)[:1]  # packed launches take the write position
     mx.eval(caches, qkv, q_norm, k_norm, inv, position)
-    for splits in (None, 8, 16, 32, 64, 128):
+    for splits in (None, 8, 16, 32, 64, 128, 256):
         mx.eval(
             [
                 decode_attention_cuda(
@@ -360,11 +360,11 @@ def kernel_sweep(only: str = "") -> None:
                 continue
             _matvec_sweep(inp, rows, bits, norm, swiglu, res)
             print(f"launched {name} {kind}", flush=True)
-    for length, capacity in ((768, 1600), (4096, 8192)):
+    for length, capacity in ((768, 1600), (4096, 8192), (16384, 16384)):
         if only not in f"attention L={length}":
             continue
         _attention_sweep(length, capacity)
-        print(f"launched attention L={length}: 6 split counts", flush=True)
+        print(f"launched attention L={length}: 7 split counts", flush=True)
 
 
 def main() -> None:

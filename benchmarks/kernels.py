@@ -224,6 +224,31 @@ def bench_decode_attention(
 
     measure(rows, "decode_attn", label, "mx.fast sdpa", nbytes, sdpa, q, args, chain)
     measure(rows, "decode_attn", label, f"ours ({backend(dtype)})", nbytes, ours, q, args, chain)
+    if not args.attn_sweep:
+        return
+    from mlx_core.kernels.decode_attention import decode_attention_cuda
+
+    lengths = mx.array([length] * max(batch, 4), dtype=mx.int32)[:batch]
+    for warps, rows_in_flight, splits in attention_launch_shapes(batch, hkv, length):
+
+        def swept(y: mx.array, shape: tuple[int, int, int] = (warps, rows_in_flight, splits)) -> mx.array:
+            w, r, s = shape
+            return decode_attention_cuda(y, k, v, scale, lengths, splits=s, warps=w, rows_in_flight=r)
+
+        variant = f"ours w{warps} r{rows_in_flight} s{splits}"
+        measure(rows, "decode_attn", label, variant, nbytes, swept, q, args, chain)
+
+
+def attention_launch_shapes(batch: int, kv_heads: int, length: int) -> list[tuple[int, int, int]]:
+    """(warps per block, key rows in flight per warp, splits) for ``--attn-sweep``: 2, 4 or 8 warps, 4, 8
+    or 16 rows in flight, and every split count from 4 to 256 that leaves >= 8 keys per warp."""
+    shapes = []
+    for warps in (2, 4, 8):
+        for rows_in_flight in (4, 8, 16):
+            for splits in (4, 8, 16, 33, 66, 132, 256):
+                if length // splits >= 8 * warps and batch * kv_heads * splits <= 8192:
+                    shapes.append((warps, rows_in_flight, splits))
+    return shapes
 
 
 def print_table(rows: list[Row]) -> None:
@@ -266,6 +291,9 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
     parser.add_argument("--skip", nargs="*", default=[], choices=["swiglu", "modulate", "attention"])
     parser.add_argument("--verbose", action="store_true", help="print tracebacks of failing variants")
+    parser.add_argument(
+        "--attn-sweep", action="store_true", help="also time decode attention under many launch shapes"
+    )
     args = parser.parse_args()
 
     device = mx.default_device()

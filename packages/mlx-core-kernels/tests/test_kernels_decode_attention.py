@@ -64,10 +64,14 @@ def test_strided_cache_view() -> None:
 
 
 def test_num_splits_fills_the_gpu_but_keeps_work_per_split() -> None:
-    assert num_splits(1, 8, 65536) == 33  # 264 blocks: two per SM of a 132-SM H100
-    assert num_splits(8, 8, 65536) == 5
-    assert num_splits(1, 8, 100) == 4  # >= 32 keys per split
-    assert num_splits(64, 64, 1024) == 1
+    assert num_splits(1, 8, 65536) == 66  # 528 blocks: four per SM of a 132-SM H100
+    assert num_splits(8, 8, 1024) == 9  # filling the GPU at batch 8 ...
+    assert num_splits(8, 8, 16384) == 64  # ... and one split per 256 keys for long caches
+    assert num_splits(8, 8, 65536) == 66  # capped
+    assert num_splits(1, 8, 768) == 24  # >= 32 keys per split (decode-step lengths: as before)
+    assert num_splits(1, 8, 100) == 4
+    assert num_splits(64, 64, 1024) == 4
+    assert num_splits(64, 64, 64) == 1
 
 
 @pytest.mark.parametrize(

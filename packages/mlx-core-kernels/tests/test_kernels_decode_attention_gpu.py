@@ -59,6 +59,38 @@ def test_kernel_matches_mx_fast(b: int, hq: int, hkv: int, lk: int, d: int, dtyp
         np.testing.assert_allclose(got, f32(expected), **tol(dtype))
 
 
+@pytest.mark.parametrize(("warps", "rows_in_flight"), [(1, 1), (2, 8), (4, 3), (4, 4), (8, 2), (16, 4)])
+@pytest.mark.parametrize(
+    ("b", "hq", "hkv", "lk", "d"), [(1, 32, 8, 5001, 128), (3, 16, 2, 700, 64), (2, 12, 4, 1000, 96)]
+)
+def test_launch_shapes_match_mx_fast(
+    b: int, hq: int, hkv: int, lk: int, d: int, warps: int, rows_in_flight: int
+) -> None:
+    """Every warps-per-block / rows-in-flight / split combination covers every key exactly once (more than
+    8 warps are capped at 8)."""
+    q, k, v = (
+        rand((b, hq, 1, d), mx.bfloat16, 11),
+        rand((b, hkv, lk, d), mx.bfloat16, 12),
+        rand((b, hkv, lk, d), mx.bfloat16, 13),
+    )
+    expected = f32(mx.fast.scaled_dot_product_attention(q, k, v, scale=d**-0.5))
+    for splits in (1, 5, 66):
+        out = decode_attention_cuda(
+            q,
+            k,
+            v,
+            d**-0.5,
+            lengths_of(b, lk),
+            splits=splits,
+            init_value=NAN,
+            warps=warps,
+            rows_in_flight=rows_in_flight,
+        )
+        got = f32(out)
+        assert not np.isnan(got).any(), "output not fully written"
+        np.testing.assert_allclose(got, expected, **tol(mx.bfloat16))
+
+
 def test_public_path_views_and_per_batch_lengths() -> None:
     b, hq, hkv, cap, d = 3, 32, 8, 2048, 128
     q = rand((b, 1, hq, d), mx.bfloat16, 4).transpose(0, 2, 1, 3)  # [B, Hq, 1, D], strided

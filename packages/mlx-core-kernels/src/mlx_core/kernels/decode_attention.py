@@ -20,7 +20,12 @@ from mlx_core.kernels._validate import require_array, require_eps, require_float
 from mlx_core.kernels.backend import resolve_backend
 
 _WARPS = 4
-_TARGET_BLOCKS = 264  # ~2 blocks per SM on a 132-SM H100; more splits only add merge work
+_MAX_WARPS = 8
+_ROWS_IN_FLIGHT = 2  # key rows each warp loads before using any
+_SHARED_FLOATS = 8192  # the block merge stages NW * G * D floats (32 KB) in static shared memory
+_TARGET_BLOCKS = 528  # ~4 blocks of 4 warps per SM on a 132-SM H100
+_KEYS_PER_SPLIT = 256  # long caches: more, shorter splits even when the blocks already fill the GPU
+_LONG_SPLITS = 66
 _MIN_KEYS_PER_SPLIT = 32
 _MAX_SPLITS = 256
 _MAX_REGS = 64  # G * D / 32 floats of accumulator per lane (and G * D * 16 bytes of shared memory)
@@ -70,9 +75,11 @@ def _full_lengths(batch: int, length: int) -> mx.array:
 
 
 def num_splits(batch: int, kv_heads: int, keys: int) -> int:
-    """How many key splits pass 1 uses: enough blocks to fill the GPU, >= 64 keys per split."""
-    want = -(-_TARGET_BLOCKS // (batch * kv_heads))
-    return max(1, min(want, -(-keys // _MIN_KEYS_PER_SPLIT), _MAX_SPLITS))
+    """How many key splits pass 1 uses: enough blocks to fill the GPU (~4 per SM), one split per ~256
+    keys up to 66 for long caches, and >= 32 keys per split (measured on an H100: benchmarks/NOTES.md)."""
+    fill = -(-_TARGET_BLOCKS // (batch * kv_heads))
+    long = min(_LONG_SPLITS, -(-keys // _KEYS_PER_SPLIT))
+    return max(1, min(max(fill, long), -(-keys // _MIN_KEYS_PER_SPLIT), _MAX_SPLITS))
 
 
 def kernel_supports(q: mx.array, k: mx.array) -> bool:
@@ -113,6 +120,8 @@ def decode_attention_cuda(
     init_value: float | None = None,
     append: tuple[mx.array, mx.array] | None = None,
     packed: tuple[int, TokenPrep] | None = None,
+    warps: int | None = None,
+    rows_in_flight: int | None = None,
 ) -> mx.array:
     """Launch both CUDA passes (no validation); ``lengths`` is int32 ``[B]``.
 
@@ -120,9 +129,11 @@ def decode_attention_cuda(
     and ``v`` in place by the kernel (see :func:`decode_attention_append`). ``packed=(Hq, prep)``: ``q``
     is the fused projection ``[B, 1, (Hq + 2 Hkv) * D]`` of the new token, prepared by the kernel and
     appended likewise, ``lengths`` is the write position ``[1]``, and the result is ``[B, 1, Hq * D]``
-    (see :func:`decode_attention_qkv`).
+    (see :func:`decode_attention_qkv`). ``splits``, ``warps`` (per block) and ``rows_in_flight`` (key rows
+    each warp loads before using any) override the launch shape (benchmarks sweep them).
     """
-    return _launch(q, k, v, scale, lengths, splits, init_value, append, packed)[0]
+    shape = (splits, warps, rows_in_flight)
+    return _launch(q, k, v, scale, lengths, shape, init_value, append, packed)[0]
 
 
 def _launch(
@@ -131,7 +142,7 @@ def _launch(
     v: mx.array,
     scale: float,
     lengths: mx.array,
-    splits: int | None,
+    shape: tuple[int | None, int | None, int | None],
     init_value: float | None,
     append: tuple[mx.array, mx.array] | None,
     packed: tuple[int, TokenPrep] | None,
@@ -145,7 +156,11 @@ def _launch(
     b, d = q.shape[0], k.shape[3]
     hkv, lk = k.shape[1], k.shape[2]
     hq = packed[0] if packed is not None else q.shape[1]
-    splits = splits or num_splits(b, hkv, lk)
+    splits = shape[0] or num_splits(b, hkv, lk)
+    # <= 8 warps: a block of <= 256 threads launches whatever registers NVRTC gives the kernel (a 512-thread
+    # block needing > 128 registers per thread fails to launch, and MLX does not report it).
+    warps = min(shape[1] or _WARPS, _MAX_WARPS, max(1, _SHARED_FLOATS // ((hq // hkv) * d)))
+    rows_in_flight = shape[2] or _ROWS_IN_FLIGHT
     k_new, v_new = append if append is not None else (q, q)  # unread placeholders without APPEND
     prep = packed[1] if packed is not None else None
     params = kernel_scalars(
@@ -169,15 +184,16 @@ def _launch(
             ("T", q.dtype),
             ("G", hq // hkv),
             ("EPL", d // 32),
-            ("NW", _WARPS),
+            ("NW", warps),
+            ("RIF", rows_in_flight),
             ("APPEND", append is not None),
             ("PACKED", packed is not None),
             ("QK_NORM", prep is not None and prep.q_norm is not None),
             ("ROPE", prep.rope if prep is not None else 0),
             ("FOLD", counters is not None),
         ],
-        grid=(b * hkv * splits * _WARPS * 32, 1, 1),
-        threadgroup=(_WARPS * 32, 1, 1),
+        grid=(b * hkv * splits * warps * 32, 1, 1),
+        threadgroup=(warps * 32, 1, 1),
         output_shapes=[  # next_pos (and the unwritten out without FOLD) >= 16 bytes: see _scalars
             (b, hq, splits, d),
             (b, hq, splits, 2),
@@ -188,11 +204,13 @@ def _launch(
     )
     if counters is not None:
         return (folded if packed is not None else folded.reshape(b, hq, 1, d)), next_pos
+    threads = max(d, 32)  # per split group; groups of threads share a row's splits
+    groups = max(1, min(8, 512 // threads))
     (out,) = _combine_kernel()(
         inputs=[part_o, part_ml],
-        template=[("T", q.dtype), ("MAX_SPLITS", _MAX_SPLITS)],
-        grid=(b * hq * max(d, 32), 1, 1),
-        threadgroup=(max(d, 32), 1, 1),
+        template=[("T", q.dtype), ("MAX_SPLITS", _MAX_SPLITS), ("SG", groups)],
+        grid=(b * hq * groups * threads, 1, 1),
+        threadgroup=(groups * threads, 1, 1),
         output_shapes=[(b, 1, hq * d) if packed is not None else (b, hq, 1, d)],
         output_dtypes=[q.dtype],
         init_value=init_value,
@@ -452,7 +470,16 @@ def decode_attention_qkv(
     if impl == "cuda" and _kernel_covers(n_heads, k_cache) and (rope != 2 or (d // 32) % 2 == 0):
         prep = TokenPrep(q_norm, k_norm, eps, rope, rope_inv_freq, float(rope_input_scale))
         out, next_pos = _launch(
-            qkv, k_cache, v_cache, float(scale), pos.reshape(1), None, None, None, (n_heads, prep), counters
+            qkv,
+            k_cache,
+            v_cache,
+            float(scale),
+            pos.reshape(1),
+            (None, None, None),
+            None,
+            None,
+            (n_heads, prep),
+            counters,
         )
         return out, k_cache, v_cache, next_pos[:1].reshape(pos.shape)
     q, k, v = mx.split(qkv, [n_heads * d, (n_heads + hkv) * d], axis=-1)

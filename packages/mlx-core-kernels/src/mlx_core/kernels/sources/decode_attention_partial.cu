@@ -16,8 +16,8 @@
 //          (running max in log2 units, sum of exponentials), next_pos [4] int32 (PACKED: [0] = position + 1),
 //          out [B, Hq * D] T (FOLD: the merged result, as pass 2 writes it; else unwritten).
 // FOLD: counters [>= B * Hkv] int32, zero before the launch and after it (see the end of the kernel).
-// Template: T, G (query heads per kv head), EPL (D / 32 elements per lane), NW (warps per block), APPEND,
-//           PACKED, QK_NORM, ROPE, FOLD.
+// Template: T, G (query heads per kv head), EPL (D / 32 elements per lane), NW (warps per block), RIF (key
+//           rows each warp has in flight), APPEND, PACKED, QK_NORM, ROPE, FOLD.
 // Launch: grid = (B * Hkv * splits * NW * 32, 1, 1), threadgroup = (NW * 32, 1, 1). One block per
 // (batch, kv head, split): each K/V row is read once and used for all G query heads of the group.
 constexpr int DD = EPL * 32;
@@ -206,21 +206,22 @@ auto accumulate = [&](const float* kr, const float* vr) {
     m[g] = mn;
   }
 };
-// Two rows per iteration: both rows' loads are in flight before either is used (the loop is bound by
-// memory latency, not bandwidth, at the few rows per warp a decode split holds).
-for (int t = t0 + warp; t < t1; t += 2 * NW) {
-  float kr0[EPL];
-  float vr0[EPL];
-  float kr1[EPL];
-  float vr1[EPL];
-  const bool second = t + NW < t1;
-  load_row(t, kr0, vr0);
-  if (second) {
-    load_row(t + NW, kr1, vr1);
+// RIF rows per iteration: all their loads are in flight before any is used (the loop is bound by memory
+// latency, not bandwidth, at the few rows per warp a decode split holds).
+for (int t = t0 + warp; t < t1; t += RIF * NW) {
+  float kr[RIF][EPL];
+  float vr[RIF][EPL];
+#pragma unroll
+  for (int r = 0; r < RIF; ++r) {
+    if (t + r * NW < t1) {
+      load_row(t + r * NW, kr[r], vr[r]);
+    }
   }
-  accumulate(kr0, vr0);
-  if (second) {
-    accumulate(kr1, vr1);
+#pragma unroll
+  for (int r = 0; r < RIF; ++r) {
+    if (t + r * NW < t1) {
+      accumulate(kr[r], vr[r]);
+    }
   }
 }
 
@@ -276,7 +277,8 @@ for (int idx = static_cast<int>(threadIdx.x); idx < G * DD; idx += NW * 32) {
 // FR splits' loads in flight.
 if constexpr (FOLD) {
   __shared__ bool last_block;
-  __shared__ float fold_w[NW][256];  // one weight per split (decode_attention._MAX_SPLITS = 256)
+  constexpr int FW = G < NW ? G : NW;  // warps that merge (one query head each)
+  __shared__ float fold_w[FW][256];  // one weight per split (decode_attention._MAX_SPLITS = 256)
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {

@@ -231,6 +231,7 @@ def launcher(args: argparse.Namespace) -> None:
         ("ours half model 1 dev, fused decode (compute floor)", ["--impl", "ours", "--half", "--fuse"], 1),
         ("ours 2 dev", ["--impl", "ours"], 2),
         ("ours 2 dev, vocab-split head", ["--impl", "ours", "--shard-lm-head"], 2),
+        ("ours 2 dev, fused decode, vocab-split head", ["--impl", "ours", "--fuse", "--shard-lm-head"], 2),
         ("ours 2 dev, MLX's layers as is (for_training)", ["--impl", "ours", "--for-training"], 2),
         ("ours 2 dev, eager loop", ["--impl", "ours", "--eager"], 2),
     ]

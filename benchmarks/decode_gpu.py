@@ -366,6 +366,8 @@ def main() -> int:
         "--profile", action="store_true", help="per-step build / device split (on by default on GPU)"
     )
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--prompt", type=int, default=0, help="prompt length (GPU 512, CPU 128)")
+    parser.add_argument("--tokens", type=int, default=0, help="new tokens (default 256 on GPU, 64 on CPU)")
     parser.add_argument("--only", default="", help="run configs whose name contains this")
     parser.add_argument(
         "--variants", default="", help="comma-separated substrings: run only variants whose name has one"
@@ -375,12 +377,12 @@ def main() -> int:
     if on_gpu:
         configs = GPU_CONFIGS
         args.profile = True
-        args.prompt, args.tokens = 512, 256
+        args.prompt, args.tokens = args.prompt or 512, args.tokens or 256
     else:
         if mx.default_device().type == mx.gpu:
             mx.set_default_device(mx.cpu)
         configs = [CPU_CONFIG]
-        args.prompt, args.tokens = 128, 64
+        args.prompt, args.tokens = args.prompt or 128, args.tokens or 64
     if args.quick:
         configs = configs[:1]
         args.tokens, args.runs = min(args.tokens, 64), 2

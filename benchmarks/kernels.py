@@ -240,11 +240,11 @@ def bench_decode_attention(
 
 
 def attention_launch_shapes(batch: int, kv_heads: int, length: int) -> list[tuple[int, int, int]]:
-    """(warps per block, key rows in flight per warp, splits) for ``--attn-sweep``: 2, 4 or 8 warps, 4, 8
-    or 16 rows in flight, and every split count from 4 to 256 that leaves >= 8 keys per warp."""
+    """(warps per block, key rows in flight per warp, splits) for ``--attn-sweep``: 2, 4 or 8 warps, 1, 2
+    or 4 rows in flight, and every split count from 4 to 256 that leaves >= 8 keys per warp."""
     shapes = []
     for warps in (2, 4, 8):
-        for rows_in_flight in (4, 8, 16):
+        for rows_in_flight in (1, 2, 4):
             for splits in (4, 8, 16, 33, 66, 132, 256):
                 if length // splits >= 8 * warps and batch * kv_heads * splits <= 8192:
                     shapes.append((warps, rows_in_flight, splits))

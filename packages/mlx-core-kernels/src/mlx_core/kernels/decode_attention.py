@@ -159,8 +159,8 @@ def _launch(
     splits = shape[0] or num_splits(b, hkv, lk)
     # <= 8 warps: a block of <= 256 threads launches whatever registers NVRTC gives the kernel (a 512-thread
     # block needing > 128 registers per thread fails to launch, and MLX does not report it).
-    warps = min(shape[1] or _WARPS, _MAX_WARPS, max(1, _SHARED_FLOATS // ((hq // hkv) * d)))
-    rows_in_flight = shape[2] or _ROWS_IN_FLIGHT
+    warps = max(1, min(shape[1] or _WARPS, _MAX_WARPS, _SHARED_FLOATS // ((hq // hkv) * d)))
+    rows_in_flight = max(1, shape[2] or _ROWS_IN_FLIGHT)  # < 1 would never advance the key loop
     k_new, v_new = append if append is not None else (q, q)  # unread placeholders without APPEND
     prep = packed[1] if packed is not None else None
     params = kernel_scalars(

@@ -133,7 +133,10 @@ def decode_attention_cuda(
     each warp loads before using any) override the launch shape (benchmarks sweep them).
     """
     shape = (splits, warps, rows_in_flight)
-    return _launch(q, k, v, scale, lengths, shape, init_value, append, packed)[0]
+    out, _ = _launch(
+        q, k, v, scale, lengths, shape=shape, init_value=init_value, append=append, packed=packed
+    )
+    return out
 
 
 def _launch(
@@ -142,10 +145,11 @@ def _launch(
     v: mx.array,
     scale: float,
     lengths: mx.array,
-    shape: tuple[int | None, int | None, int | None],
-    init_value: float | None,
-    append: tuple[mx.array, mx.array] | None,
-    packed: tuple[int, TokenPrep] | None,
+    *,
+    shape: tuple[int | None, int | None, int | None] = (None, None, None),
+    init_value: float | None = None,
+    append: tuple[mx.array, mx.array] | None = None,
+    packed: tuple[int, TokenPrep] | None = None,
     counters: mx.array | None = None,
 ) -> tuple[mx.array, mx.array]:
     """Both passes; returns the output and (meaningful when packed) the int32 ``[4]`` position + 1.
@@ -470,16 +474,7 @@ def decode_attention_qkv(
     if impl == "cuda" and _kernel_covers(n_heads, k_cache) and (rope != 2 or (d // 32) % 2 == 0):
         prep = TokenPrep(q_norm, k_norm, eps, rope, rope_inv_freq, float(rope_input_scale))
         out, next_pos = _launch(
-            qkv,
-            k_cache,
-            v_cache,
-            float(scale),
-            pos.reshape(1),
-            (None, None, None),
-            None,
-            None,
-            (n_heads, prep),
-            counters,
+            qkv, k_cache, v_cache, float(scale), pos.reshape(1), packed=(n_heads, prep), counters=counters
         )
         return out, k_cache, v_cache, next_pos[:1].reshape(pos.shape)
     q, k, v = mx.split(qkv, [n_heads * d, (n_heads + hkv) * d], axis=-1)

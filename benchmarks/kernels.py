@@ -224,29 +224,42 @@ def bench_decode_attention(
 
     measure(rows, "decode_attn", label, "mx.fast sdpa", nbytes, sdpa, q, args, chain)
     measure(rows, "decode_attn", label, f"ours ({backend(dtype)})", nbytes, ours, q, args, chain)
-    if not args.attn_sweep:
+    if backend(dtype) != "cuda":
         return
     from mlx_core.kernels.decode_attention import decode_attention_cuda
 
     lengths = mx.array([length] * max(batch, 4), dtype=mx.int32)[:batch]
-    for warps, rows_in_flight, splits in attention_launch_shapes(batch, hkv, length):
+
+    def simt(y: mx.array) -> mx.array:
+        return decode_attention_cuda(y, k, v, scale, lengths, mma=False)
+
+    measure(rows, "decode_attn", label, "ours, SIMT key loop", nbytes, simt, q, args, chain)
+    if not args.attn_sweep:
+        return
+    mma = dtype in (mx.bfloat16, mx.float16)  # hq / hkv = 4, d = 128: the tensor-core loop applies
+    for warps, rows_in_flight, splits in attention_launch_shapes(batch, hkv, length, mma):
 
         def swept(y: mx.array, shape: tuple[int, int, int] = (warps, rows_in_flight, splits)) -> mx.array:
             w, r, s = shape
             return decode_attention_cuda(y, k, v, scale, lengths, splits=s, warps=w, rows_in_flight=r)
 
-        variant = f"ours w{warps} r{rows_in_flight} s{splits}"
+        variant = f"ours w{warps} s{splits}" + ("" if mma else f" r{rows_in_flight}")
         measure(rows, "decode_attn", label, variant, nbytes, swept, q, args, chain)
 
 
-def attention_launch_shapes(batch: int, kv_heads: int, length: int) -> list[tuple[int, int, int]]:
-    """(warps per block, key rows in flight per warp, splits) for ``--attn-sweep``: 2, 4 or 8 warps, 1, 2
-    or 4 rows in flight, and every split count from 4 to 256 that leaves >= 8 keys per warp."""
+def attention_launch_shapes(batch: int, kv_heads: int, length: int, mma: bool) -> list[tuple[int, int, int]]:
+    """(warps per block, key rows in flight per warp, splits) for ``--attn-sweep``.
+
+    The tensor-core loop (``mma``): 1, 2, 4 or 8 warps and every split count from 4 to 256 that leaves >= 16
+    keys per warp. The SIMT loop: 2, 4 or 8 warps, 1, 2 or 4 rows in flight, >= 8 keys per warp.
+    """
     shapes = []
-    for warps in (2, 4, 8):
-        for rows_in_flight in (1, 2, 4):
-            for splits in (4, 8, 16, 33, 66, 132, 256):
-                if length // splits >= 8 * warps and batch * kv_heads * splits <= 8192:
+    for splits in (4, 8, 16, 33, 66, 132, 256):
+        if batch * kv_heads * splits > 8192:
+            continue
+        for warps in (1, 2, 4, 8) if mma else (2, 4, 8):
+            for rows_in_flight in (1,) if mma else (1, 2, 4):
+                if length // splits >= (16 if mma else 8) * warps:
                     shapes.append((warps, rows_in_flight, splits))
     return shapes
 

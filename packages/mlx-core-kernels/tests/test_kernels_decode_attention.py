@@ -6,7 +6,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from mlx_core.kernels import decode_attention, decode_attention_append
-from mlx_core.kernels.decode_attention import num_splits
+from mlx_core.kernels.decode_attention import _mma_covers, mma_num_splits, num_splits
 
 
 def reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, lengths: list[int]) -> np.ndarray:
@@ -72,6 +72,32 @@ def test_num_splits_fills_the_gpu_but_keeps_work_per_split() -> None:
     assert num_splits(1, 8, 100) == 4
     assert num_splits(64, 64, 1024) == 4
     assert num_splits(64, 64, 64) == 1
+
+
+def test_mma_num_splits_aims_at_1056_warps_with_a_tile_each() -> None:
+    assert mma_num_splits(1, 8, 16384) == 33  # 8 kv heads x 33 splits x 4 warps = 1056 warps
+    assert mma_num_splits(1, 8, 65536) == 33
+    assert mma_num_splits(8, 8, 16384) == 5
+    assert mma_num_splits(1, 8, 1024) == 16  # one 16-key tile per warp
+    assert mma_num_splits(1, 8, 100) == 2
+    assert mma_num_splits(64, 64, 4096) == 1
+    assert mma_num_splits(1, 1, 1_000_000) == 256  # capped
+
+
+@pytest.mark.parametrize(
+    ("dtype", "group", "d", "covered"),
+    [
+        (mx.bfloat16, 4, 128, True),
+        (mx.float16, 8, 64, True),
+        (mx.bfloat16, 1, 128, True),
+        (mx.float32, 4, 128, False),  # tensor cores take 16-bit inputs here
+        (mx.bfloat16, 16, 128, False),  # more heads than the mma's 8 columns
+        (mx.bfloat16, 4, 96, False),
+        (mx.bfloat16, 4, 256, False),
+    ],
+)
+def test_mma_covers(dtype: mx.Dtype, group: int, d: int, covered: bool) -> None:
+    assert _mma_covers(dtype, group, d) is covered
 
 
 @pytest.mark.parametrize(

@@ -53,21 +53,25 @@ def test_kernel_matches_mx_fast(b: int, hq: int, hkv: int, lk: int, d: int, dtyp
     scale = d**-0.5
     expected = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
     for splits in (None, 1, 7):
-        out = decode_attention_cuda(q, k, v, scale, lengths_of(b, lk), splits=splits, init_value=NAN)
-        got = f32(out)
-        assert not np.isnan(got).any(), "output not fully written"
-        np.testing.assert_allclose(got, f32(expected), **tol(dtype))
+        for mma in (None, False):  # the tensor-core key loop where it applies, and the SIMT loop
+            out = decode_attention_cuda(
+                q, k, v, scale, lengths_of(b, lk), splits=splits, init_value=NAN, mma=mma
+            )
+            got = f32(out)
+            assert not np.isnan(got).any(), "output not fully written"
+            np.testing.assert_allclose(got, f32(expected), **tol(dtype))
 
 
+@pytest.mark.parametrize("mma", [None, False])
 @pytest.mark.parametrize(("warps", "rows_in_flight"), [(1, 1), (2, 8), (4, 3), (4, 4), (8, 2), (16, 4)])
 @pytest.mark.parametrize(
     ("b", "hq", "hkv", "lk", "d"), [(1, 32, 8, 5001, 128), (3, 16, 2, 700, 64), (2, 12, 4, 1000, 96)]
 )
 def test_launch_shapes_match_mx_fast(
-    b: int, hq: int, hkv: int, lk: int, d: int, warps: int, rows_in_flight: int
+    b: int, hq: int, hkv: int, lk: int, d: int, warps: int, rows_in_flight: int, mma: bool | None
 ) -> None:
-    """Every warps-per-block / rows-in-flight / split combination covers every key exactly once (more than
-    8 warps are capped at 8)."""
+    """Every warps-per-block / rows-in-flight / split combination covers every key exactly once, with either
+    key loop (more than 8 warps are capped at 8)."""
     q, k, v = (
         rand((b, hq, 1, d), mx.bfloat16, 11),
         rand((b, hkv, lk, d), mx.bfloat16, 12),
@@ -85,6 +89,7 @@ def test_launch_shapes_match_mx_fast(
             init_value=NAN,
             warps=warps,
             rows_in_flight=rows_in_flight,
+            mma=mma,
         )
         got = f32(out)
         assert not np.isnan(got).any(), "output not fully written"

@@ -3,8 +3,10 @@
 At decode time ``Lq = 1``: the whole cost is streaming K and V once. The CUDA path splits the keys of
 every (batch, kv head) across many blocks so the GPU is full even at batch 1, reads each K/V row once
 for all query heads of its GQA group, and merges the per-split softmax partials in a second small
-kernel. Off CUDA (CPU, Metal) or for shapes the kernel does not cover it calls
-``mx.fast.scaled_dot_product_attention``, which is also the reference the GPU tests compare against.
+kernel. For bf16/fp16 with up to 8 query heads per kv head and D = 64 or 128 the key loop runs on tensor
+cores (``mma.sync``, 16 keys per step), a few instructions per key instead of a few hundred. Off CUDA
+(CPU, Metal) or for shapes the kernel does not cover it calls ``mx.fast.scaled_dot_product_attention``,
+which is also the reference the GPU tests compare against.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ _KEYS_PER_SPLIT = 256  # long caches: more, shorter splits even when the blocks 
 _LONG_SPLITS = 66
 _MIN_KEYS_PER_SPLIT = 32
 _MAX_SPLITS = 256
+_MMA_TARGET_WARPS = 1056
 _MAX_REGS = 64  # G * D / 32 floats of accumulator per lane (and G * D * 16 bytes of shared memory)
 
 ValidLength = int | mx.array | None
@@ -82,9 +85,22 @@ def num_splits(batch: int, kv_heads: int, keys: int) -> int:
     return max(1, min(max(fill, long), -(-keys // _MIN_KEYS_PER_SPLIT), _MAX_SPLITS))
 
 
+def mma_num_splits(batch: int, kv_heads: int, keys: int) -> int:
+    """Key splits for the tensor-core loop: about 1056 warps in the grid (8 per SM of an H100, enough to keep
+    HBM busy since each warp has a 16-key tile of 8 KB in flight), and at least one tile per warp
+    (measured on an H100: benchmarks/NOTES.md)."""
+    fill = -(-_MMA_TARGET_WARPS // (batch * kv_heads * _WARPS))
+    return max(1, min(fill, -(-keys // (16 * _WARPS)), _MAX_SPLITS))
+
+
 def kernel_supports(q: mx.array, k: mx.array) -> bool:
     """Whether the CUDA kernel covers these shapes (else the mx.fast path is used)."""
     return _kernel_covers(q.shape[1], k)
+
+
+def _mma_covers(dtype: mx.Dtype, group: int, d: int) -> bool:
+    """Whether the tensor-core key loop applies: 16-bit dtypes, <= 8 query heads per kv head, D 64 or 128."""
+    return dtype in (mx.bfloat16, mx.float16) and group <= 8 and d in (64, 128)
 
 
 def _kernel_covers(n_heads: int, k: mx.array) -> bool:
@@ -122,6 +138,7 @@ def decode_attention_cuda(
     packed: tuple[int, TokenPrep] | None = None,
     warps: int | None = None,
     rows_in_flight: int | None = None,
+    mma: bool | None = None,
 ) -> mx.array:
     """Launch both CUDA passes (no validation); ``lengths`` is int32 ``[B]``.
 
@@ -130,9 +147,11 @@ def decode_attention_cuda(
     is the fused projection ``[B, 1, (Hq + 2 Hkv) * D]`` of the new token, prepared by the kernel and
     appended likewise, ``lengths`` is the write position ``[1]``, and the result is ``[B, 1, Hq * D]``
     (see :func:`decode_attention_qkv`). ``splits``, ``warps`` (per block) and ``rows_in_flight`` (key rows
-    each warp loads before using any) override the launch shape (benchmarks sweep them).
+    each warp of the SIMT loop loads before using any) override the launch shape (benchmarks sweep them).
+    ``mma=False`` keeps the SIMT key loop where the tensor-core loop would apply (bf16/fp16, <= 8 query
+    heads per kv head, D 64 or 128; on GPUs before sm_80 the SIMT loop is compiled in either way).
     """
-    shape = (splits, warps, rows_in_flight)
+    shape = (splits, warps, rows_in_flight, mma)
     out, _ = _launch(
         q, k, v, scale, lengths, shape=shape, init_value=init_value, append=append, packed=packed
     )
@@ -146,7 +165,7 @@ def _launch(
     scale: float,
     lengths: mx.array,
     *,
-    shape: tuple[int | None, int | None, int | None] = (None, None, None),
+    shape: tuple[int | None, int | None, int | None, bool | None] = (None, None, None, None),
     init_value: float | None = None,
     append: tuple[mx.array, mx.array] | None = None,
     packed: tuple[int, TokenPrep] | None = None,
@@ -160,7 +179,8 @@ def _launch(
     b, d = q.shape[0], k.shape[3]
     hkv, lk = k.shape[1], k.shape[2]
     hq = packed[0] if packed is not None else q.shape[1]
-    splits = shape[0] or num_splits(b, hkv, lk)
+    mma = shape[3] is not False and _mma_covers(q.dtype, hq // hkv, d)
+    splits = shape[0] or (mma_num_splits if mma else num_splits)(b, hkv, lk)
     # <= 8 warps: a block of <= 256 threads launches whatever registers NVRTC gives the kernel (a 512-thread
     # block needing > 128 registers per thread fails to launch, and MLX does not report it).
     warps = max(1, min(shape[1] or _WARPS, _MAX_WARPS, _SHARED_FLOATS // ((hq // hkv) * d)))
@@ -195,6 +215,7 @@ def _launch(
             ("QK_NORM", prep is not None and prep.q_norm is not None),
             ("ROPE", prep.rope if prep is not None else 0),
             ("FOLD", counters is not None),
+            ("MMA", mma),
         ],
         grid=(b * hkv * splits * warps * 32, 1, 1),
         threadgroup=(warps * 32, 1, 1),

@@ -83,3 +83,92 @@ __device__ __forceinline__ void mck_load_lane(const U* row, long long stride, bo
     }
   }
 }
+
+// Tensor-core helpers (mma.sync, sm_80 and later). MCK_HAS_MMA is 0 when compiling for older GPUs, where
+// kernels keep their SIMT path.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#define MCK_HAS_MMA 0
+#else
+#define MCK_HAS_MMA 1
+#endif
+
+// d (+)= A(16x16, row-major) * B(16x8, column-major) in float32 with 16-bit inputs (PTX m16n8k16). Each
+// uint32 holds two elements, low half first; see the PTX ISA's fragment layouts for which lane holds what.
+template <typename U>
+struct mck_mma_op;
+
+template <>
+struct mck_mma_op<__nv_bfloat16> {
+  __device__ __forceinline__ static void run(float* d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                             uint32_t b0, uint32_t b1) {
+#if MCK_HAS_MMA
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
+  }
+  __device__ __forceinline__ static uint32_t pack(float lo, float hi) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+};
+
+template <>
+struct mck_mma_op<__half> {
+  __device__ __forceinline__ static void run(float* d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                             uint32_t b0, uint32_t b1) {
+#if MCK_HAS_MMA
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
+  }
+  __device__ __forceinline__ static uint32_t pack(float lo, float hi) {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+};
+
+// float32 has no 16-bit mma; this only lets kernels that never take their mma path with float32 compile.
+template <>
+struct mck_mma_op<float> {
+  __device__ __forceinline__ static void run(float*, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t) {}
+  __device__ __forceinline__ static uint32_t pack(float, float) {
+    return 0u;
+  }
+};
+
+// N (even) consecutive 16-bit elements as N / 2 packed words: one 8- or 16-byte load when `fast` and N is
+// 4 or 8 (the caller checked alignment and unit stride), else N loads with element stride `stride`.
+// `valid` false: zeros, nothing read.
+template <typename U, int N>
+__device__ __forceinline__ void mck_load_words(const U* p, long long stride, bool fast, bool valid, uint32_t* w) {
+  if (!valid) {
+#pragma unroll
+    for (int i = 0; i < N / 2; ++i) {
+      w[i] = 0u;
+    }
+  } else if (fast && N == 8) {
+    const uint4 r = *reinterpret_cast<const uint4*>(p);
+    w[0] = r.x;
+    w[1] = r.y;
+    w[2] = r.z;
+    w[3] = r.w;
+  } else if (fast && N == 4) {
+    const uint2 r = *reinterpret_cast<const uint2*>(p);
+    w[0] = r.x;
+    w[1] = r.y;
+  } else {
+#pragma unroll
+    for (int i = 0; i < N / 2; ++i) {
+      const U lo = p[static_cast<long long>(2 * i) * stride];
+      const U hi = p[static_cast<long long>(2 * i + 1) * stride];
+      w[i] = static_cast<uint32_t>(*reinterpret_cast<const unsigned short*>(&lo)) |
+          (static_cast<uint32_t>(*reinterpret_cast<const unsigned short*>(&hi)) << 16);
+    }
+  }
+}

@@ -17,7 +17,8 @@
 //          out [B, Hq * D] T (FOLD: the merged result, as pass 2 writes it; else unwritten).
 // FOLD: counters [>= B * Hkv] int32, zero before the launch and after it (see the end of the kernel).
 // Template: T, G (query heads per kv head), EPL (D / 32 elements per lane), NW (warps per block), RIF (key
-//           rows each warp has in flight), APPEND, PACKED, QK_NORM, ROPE, FOLD.
+//           rows each warp has in flight), APPEND, PACKED, QK_NORM, ROPE, FOLD, MMA (tensor-core key loop:
+//           T bf16/fp16, G <= 8, D 64 or 128; sm_80+, else the SIMT loop is compiled instead).
 // Launch: grid = (B * Hkv * splits * NW * 32, 1, 1), threadgroup = (NW * 32, 1, 1). One block per
 // (batch, kv head, split): each K/V row is read once and used for all G query heads of the group.
 constexpr int DD = EPL * 32;
@@ -41,7 +42,9 @@ if (PACKED && blk == 0 && threadIdx.x == 0) {
   next_pos[0] = len;
 }
 len = len < 0 ? 0 : (len > Lk ? Lk : len);
-const int chunk = (len + splits - 1) / splits;
+constexpr bool USE_MMA = MMA && MCK_HAS_MMA != 0;
+// The tensor-core loop takes keys 16 at a time: its splits start on a multiple of 16.
+const int chunk = USE_MMA ? ((len + splits - 1) / splits + 15) / 16 * 16 : (len + splits - 1) / splits;
 const int t0 = split * chunk;
 const int t1 = (t0 + chunk < len) ? (t0 + chunk) : len;
 
@@ -116,10 +119,6 @@ if constexpr (PACKED) {
 #pragma unroll
   for (int g = 0; g < G; ++g) {
     prepare(tok + static_cast<long long>(kvh * G + g) * DD, q_norm, true, qr[g]);
-#pragma unroll
-    for (int i = 0; i < EPL; ++i) {
-      qr[g][i] *= qscale;
-    }
   }
   prepare(tok + static_cast<long long>(Hq + kvh) * DD, k_norm, true, kn);
   prepare(tok + static_cast<long long>(Hq + Hkv + kvh) * DD, nullptr, false, vn);
@@ -130,7 +129,7 @@ if constexpr (PACKED) {
         static_cast<long long>(kvh * G + g) * queries_strides[1];
 #pragma unroll
     for (int i = 0; i < EPL; ++i) {
-      qr[g][i] = static_cast<float>(queries[qoff + static_cast<long long>(lane * EPL + i) * queries_strides[3]]) * qscale;
+      qr[g][i] = static_cast<float>(queries[qoff + static_cast<long long>(lane * EPL + i) * queries_strides[3]]);
     }
   }
   if constexpr (APPEND) {
@@ -138,6 +137,28 @@ if constexpr (PACKED) {
     const T* vnew = v_new + static_cast<long long>(b) * v_new_strides[0] + static_cast<long long>(kvh) * v_new_strides[1];
     mck_load_lane<T, EPL>(knew, k_new_strides[3], false, lane, kn);
     mck_load_lane<T, EPL>(vnew, v_new_strides[3], false, lane, vn);
+  }
+}
+
+// The query rows hold T values here (exact); the mma loop reads them from shared memory as T. Then they are
+// scaled for the float32 dot products.
+__shared__ __align__(16) T sm_q[USE_MMA ? G * DD : 1];
+if constexpr (USE_MMA) {
+  if (warp == 0) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+#pragma unroll
+      for (int i = 0; i < EPL; ++i) {
+        sm_q[g * DD + lane * EPL + i] = static_cast<T>(qr[g][i]);
+      }
+    }
+  }
+}
+#pragma unroll
+for (int g = 0; g < G; ++g) {
+#pragma unroll
+  for (int i = 0; i < EPL; ++i) {
+    qr[g][i] *= qscale;
   }
 }
 
@@ -150,19 +171,6 @@ const bool v_fast = values_strides[3] == 1 && (reinterpret_cast<unsigned long lo
 const T* kbase = keys + static_cast<long long>(b) * keys_strides[0] + static_cast<long long>(kvh) * keys_strides[1];
 const T* vbase = values + static_cast<long long>(b) * values_strides[0] + static_cast<long long>(kvh) * values_strides[1];
 
-float m[G];
-float l[G];
-float acc[G][EPL];
-#pragma unroll
-for (int g = 0; g < G; ++g) {
-  m[g] = mck_neg_inf();
-  l[g] = 0.0f;
-#pragma unroll
-  for (int i = 0; i < EPL; ++i) {
-    acc[g][i] = 0.0f;
-  }
-}
-
 if ((APPEND || PACKED) && split == 0 && warp == 0 && new_row >= 0) {
   T* kdst = const_cast<T*>(kbase) + new_row * keys_strides[2];
   T* vdst = const_cast<T*>(vbase) + new_row * values_strides[2];
@@ -174,85 +182,263 @@ if ((APPEND || PACKED) && split == 0 && warp == 0 && new_row >= 0) {
   }
 }
 
-auto load_row = [&](int t, float* kr, float* vr) {
-  if ((APPEND || PACKED) && t == new_row) {
-#pragma unroll
-    for (int i = 0; i < EPL; ++i) {
-      kr[i] = kn[i];
-      vr[i] = vn[i];
-    }
-  } else {
-    mck_load_lane<T, EPL>(kbase + static_cast<long long>(t) * keys_strides[2], keys_strides[3], k_fast, lane, kr);
-    mck_load_lane<T, EPL>(vbase + static_cast<long long>(t) * values_strides[2], values_strides[3], v_fast, lane, vr);
-  }
-};
-auto accumulate = [&](const float* kr, const float* vr) {
+// Per-warp partials (max in log2 units, sum of exponentials, unnormalised output) meet in shared memory.
+// With the mma loop and a new token, slot NW holds that token's own partial (score, 1, value).
+constexpr int NS = NW + ((USE_MMA && (APPEND || PACKED)) ? 1 : 0);
+__shared__ float sm_m[NS][G];
+__shared__ float sm_l[NS][G];
+__shared__ float sm_o[NS][G][DD];
+
+// SIMT loop: a warp per key row, lanes across D, all G heads per row (every dtype and shape).
+auto simt_loop = [&]() {
+  float m[G];
+  float l[G];
+  float acc[G][EPL];
 #pragma unroll
   for (int g = 0; g < G; ++g) {
-    float part = 0.0f;
+    m[g] = mck_neg_inf();
+    l[g] = 0.0f;
 #pragma unroll
     for (int i = 0; i < EPL; ++i) {
-      part += qr[g][i] * kr[i];
+      acc[g][i] = 0.0f;
     }
-    const float s = mck_warp_sum(part);
-    const float mn = fmaxf(m[g], s);
-    const float corr = exp2f(m[g] - mn);
-    const float p = exp2f(s - mn);
-    l[g] = l[g] * corr + p;
+  }
+
+  auto load_row = [&](int t, float* kr, float* vr) {
+    if ((APPEND || PACKED) && t == new_row) {
+#pragma unroll
+      for (int i = 0; i < EPL; ++i) {
+        kr[i] = kn[i];
+        vr[i] = vn[i];
+      }
+    } else {
+      mck_load_lane<T, EPL>(kbase + static_cast<long long>(t) * keys_strides[2], keys_strides[3], k_fast, lane, kr);
+      mck_load_lane<T, EPL>(vbase + static_cast<long long>(t) * values_strides[2], values_strides[3], v_fast, lane, vr);
+    }
+  };
+  auto accumulate = [&](const float* kr, const float* vr) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      float part = 0.0f;
+#pragma unroll
+      for (int i = 0; i < EPL; ++i) {
+        part += qr[g][i] * kr[i];
+      }
+      const float s = mck_warp_sum(part);
+      const float mn = fmaxf(m[g], s);
+      const float corr = exp2f(m[g] - mn);
+      const float p = exp2f(s - mn);
+      l[g] = l[g] * corr + p;
+#pragma unroll
+      for (int i = 0; i < EPL; ++i) {
+        acc[g][i] = acc[g][i] * corr + p * vr[i];
+      }
+      m[g] = mn;
+    }
+  };
+  // RIF rows per iteration: all their loads are in flight before any is used (the loop is bound by memory
+  // latency, not bandwidth, at the few rows per warp a decode split holds).
+  for (int t = t0 + warp; t < t1; t += RIF * NW) {
+    float kr[RIF][EPL];
+    float vr[RIF][EPL];
+#pragma unroll
+    for (int r = 0; r < RIF; ++r) {
+      if (t + r * NW < t1) {
+        load_row(t + r * NW, kr[r], vr[r]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < RIF; ++r) {
+      if (t + r * NW < t1) {
+        accumulate(kr[r], vr[r]);
+      }
+    }
+  }
+
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    if (lane == 0) {
+      sm_m[warp][g] = m[g];
+      sm_l[warp][g] = l[g];
+    }
 #pragma unroll
     for (int i = 0; i < EPL; ++i) {
-      acc[g][i] = acc[g][i] * corr + p * vr[i];
+      sm_o[warp][g][lane * EPL + i] = acc[g][i];
     }
-    m[g] = mn;
   }
 };
-// RIF rows per iteration: all their loads are in flight before any is used (the loop is bound by memory
-// latency, not bandwidth, at the few rows per warp a decode split holds).
-for (int t = t0 + warp; t < t1; t += RIF * NW) {
-  float kr[RIF][EPL];
-  float vr[RIF][EPL];
+
+if constexpr (USE_MMA) {
+  // Tensor-core loop: a warp takes 16 keys at a time. Scores S = Q K^T come from m16n8k16 mma with the G
+  // query heads as rows (rows G..15 are zero) and 8 keys per n-tile; the output is accumulated transposed,
+  // O^T += V^T P^T, with 16 d-values per m-tile and the heads as the 8 columns, so the scores' C fragments
+  // are already the B fragments of the second mma (no shuffles). The d axis is permuted consistently (it
+  // is summed over in Q K^T, and O^T's rows are written back through the same map):
+  //  - q.k: the lane with thread-in-group c holds 16-byte chunks c, c + 4, ... of its key row (and of its
+  //    query row), so each load is 16 contiguous bytes and four lanes cover 64 contiguous bytes;
+  //  - p.v: m-tile mt row rho is d = rho * (D / 16) + mt, so a lane reads D / 16 contiguous values per key.
+  // The new token (APPEND / PACKED: the split's last row, written into the cache by this launch) is not
+  // read from memory: it becomes slot NW of the block merge, computed here by warp 0.
+  // MLX compiles the body with its template values substituted, not as a template: this branch is compiled
+  // (not run) for every shape, so it must build everywhere; decode_attention._mma_covers keeps MMA off elsewhere.
+  static_assert(!USE_MMA || (G <= 8 && (DD == 64 || DD == 128)), "the mma loop covers G <= 8, D = 64 or 128");
+  using Mma = mck_mma_op<T>;
+  constexpr int KCH = DD / 32;  // 16-byte chunks of a key row per lane
+  constexpr int KS = DD / 16;  // k-steps of q.k, m-tiles of p.v
+  const int gid = lane >> 2;
+  const int tig = lane & 3;
+  // 16-byte loads need unit stride along D and 16-byte aligned rows; other layouts take the SIMT loop
+  // (a gathering mma loop needs ~40 more registers, which the common case would pay for).
+  const long long ks = keys_strides[2];
+  const long long vs = values_strides[2];
+  const bool mma_path = keys_strides[3] == 1 && mck_aligned16(keys) && keys_strides[0] % 8 == 0 &&
+      keys_strides[1] % 8 == 0 && ks % 8 == 0 && values_strides[3] == 1 && mck_aligned16(values) &&
+      values_strides[0] % 8 == 0 && values_strides[1] % 8 == 0 && vs % 8 == 0;
+  const bool has_new = mma_path && (APPEND || PACKED) && new_row >= t0 && new_row < t1;
+  const int t_stop = has_new ? t1 - 1 : t1;
+  if ((APPEND || PACKED) && warp == 0) {
 #pragma unroll
-  for (int r = 0; r < RIF; ++r) {
-    if (t + r * NW < t1) {
-      load_row(t + r * NW, kr[r], vr[r]);
+    for (int g = 0; g < G; ++g) {
+      float part = 0.0f;
+#pragma unroll
+      for (int i = 0; i < EPL; ++i) {
+        part += qr[g][i] * kn[i];
+      }
+      const float s = mck_warp_sum(part);
+      if (lane == 0) {
+        sm_m[NS - 1][g] = has_new ? s : mck_neg_inf();
+        sm_l[NS - 1][g] = 1.0f;
+      }
+#pragma unroll
+      for (int i = 0; i < EPL; ++i) {
+        sm_o[NS - 1][g][lane * EPL + i] = vn[i];
+      }
     }
   }
+  __syncthreads();  // sm_q is complete
+  uint32_t qf[KCH][4];
 #pragma unroll
-  for (int r = 0; r < RIF; ++r) {
-    if (t + r * NW < t1) {
-      accumulate(kr[r], vr[r]);
+  for (int j = 0; j < KCH; ++j) {
+    mck_load_words<T, 8>(sm_q + gid * DD + (j * 4 + tig) * 8, 1, true, gid < G, qf[j]);
+  }
+  if (!mma_path) {
+    simt_loop();
+  } else {
+  float o[KS][4];
+#pragma unroll
+  for (int mt = 0; mt < KS; ++mt) {
+    o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
+  }
+  float m_run = mck_neg_inf();
+  float l_part = 0.0f;  // this lane's share of head gid's sum (its 4 keys of each tile)
+  for (int tb = t0 + warp * 16; tb < t_stop; tb += NW * 16) {
+    // K: rows tb + nt * 8 + gid, chunks j * 4 + tig. V: keys tb + {2c, 2c + 1, 8 + 2c, 9 + 2c} (c = tig),
+    // d-values [rho * KS, rho * KS + KS) for rho = gid and gid + 8.
+    uint32_t kf[2][KCH][4];
+    uint32_t vw[4][2][KS / 2];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      const int row = tb + nt * 8 + gid;
+#pragma unroll
+      for (int j = 0; j < KCH; ++j) {
+        mck_load_words<T, 8>(kbase + static_cast<long long>(row) * ks + (j * 4 + tig) * 8,
+                             1, true, row < t_stop, kf[nt][j]);
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      const int row = tb + (kk >> 1) * 8 + 2 * tig + (kk & 1);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        mck_load_words<T, KS>(vbase + static_cast<long long>(row) * vs + (gid + h * 8) * KS,
+                              1, true, row < t_stop, vw[kk][h]);
+      }
+    }
+    float sc[2][4];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+#pragma unroll
+      for (int st = 0; st < KS; ++st) {
+        const int j = st >> 1;
+        const int w = (st & 1) * 2;
+        Mma::run(sc[nt], qf[j][w], 0u, qf[j][w + 1], 0u, kf[nt][j][w], kf[nt][j][w + 1]);
+      }
+    }
+    // Head gid's scores for keys tb + 2c, 2c + 1, 8 + 2c, 9 + 2c; the other 12 keys are in lanes gid * 4 + ...
+    float p[4] = {sc[0][0] * qscale, sc[0][1] * qscale, sc[1][0] * qscale, sc[1][1] * qscale};
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      if (tb + (kk >> 1) * 8 + 2 * tig + (kk & 1) >= t_stop) {
+        p[kk] = mck_neg_inf();
+      }
+    }
+    float tmax = fmaxf(fmaxf(p[0], p[1]), fmaxf(p[2], p[3]));
+    tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+    tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+    const float m_new = fmaxf(m_run, tmax);  // finite: key tb is valid
+    const float corr = exp2f(m_run - m_new);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      p[kk] = exp2f(p[kk] - m_new);
+    }
+    l_part = l_part * corr + ((p[0] + p[1]) + (p[2] + p[3]));
+    m_run = m_new;
+    // O^T's columns are heads 2c and 2c + 1: their rescale factors live in lanes 8c and 8c + 4.
+    const float corr_a = __shfl_sync(0xffffffffu, corr, 8 * tig);
+    const float corr_b = __shfl_sync(0xffffffffu, corr, 8 * tig + 4);
+    const uint32_t pb0 = Mma::pack(p[0], p[1]);
+    const uint32_t pb1 = Mma::pack(p[2], p[3]);
+#pragma unroll
+    for (int mt = 0; mt < KS; ++mt) {
+      o[mt][0] *= corr_a;
+      o[mt][1] *= corr_b;
+      o[mt][2] *= corr_a;
+      o[mt][3] *= corr_b;
+      const int w = mt >> 1;
+      const unsigned sel = (mt & 1) ? 0x7632u : 0x5410u;  // element mt of two key rows, as one pair
+      Mma::run(o[mt], __byte_perm(vw[0][0][w], vw[1][0][w], sel), __byte_perm(vw[0][1][w], vw[1][1][w], sel),
+               __byte_perm(vw[2][0][w], vw[3][0][w], sel), __byte_perm(vw[2][1][w], vw[3][1][w], sel), pb0, pb1);
     }
   }
+  l_part += __shfl_xor_sync(0xffffffffu, l_part, 1);
+  l_part += __shfl_xor_sync(0xffffffffu, l_part, 2);
+  if (tig == 0 && gid < G) {
+    sm_m[warp][gid] = m_run;
+    sm_l[warp][gid] = l_part;
+  }
+#pragma unroll
+  for (int mt = 0; mt < KS; ++mt) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int d = (gid + half * 8) * KS + mt;
+      if (2 * tig < G) {
+        sm_o[warp][2 * tig][d] = o[mt][2 * half];
+      }
+      if (2 * tig + 1 < G) {
+        sm_o[warp][2 * tig + 1][d] = o[mt][2 * half + 1];
+      }
+    }
+  }
+  }
+} else {
+  simt_loop();
 }
 
-// Merge the NW warps of this block through shared memory, then write this split's partials.
-__shared__ float sm_m[NW][G];
-__shared__ float sm_l[NW][G];
-__shared__ float sm_o[NW][G][DD];
-#pragma unroll
-for (int g = 0; g < G; ++g) {
-  if (lane == 0) {
-    sm_m[warp][g] = m[g];
-    sm_l[warp][g] = l[g];
-  }
-#pragma unroll
-  for (int i = 0; i < EPL; ++i) {
-    sm_o[warp][g][lane * EPL + i] = acc[g][i];
-  }
-}
+// Merge the NS slots of this block, then write this split's partials.
 __syncthreads();
 for (int idx = static_cast<int>(threadIdx.x); idx < G * DD; idx += NW * 32) {
   const int g = idx / DD;
   const int d = idx - g * DD;
   float mx_ = mck_neg_inf();
 #pragma unroll
-  for (int w = 0; w < NW; ++w) {
+  for (int w = 0; w < NS; ++w) {
     mx_ = fmaxf(mx_, sm_m[w][g]);
   }
   float lsum = 0.0f;
   float osum = 0.0f;
 #pragma unroll
-  for (int w = 0; w < NW; ++w) {
+  for (int w = 0; w < NS; ++w) {
     const float mw = sm_m[w][g];
     if (mw != mck_neg_inf()) {
       const float wt = exp2f(mw - mx_);

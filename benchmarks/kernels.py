@@ -61,6 +61,17 @@ def time_chain(
     return statistics.median(times)
 
 
+def compiled_chain(step: Callable[[mx.array], mx.array], n: int) -> Callable[[mx.array], mx.array]:
+    """``step`` applied ``n`` times, as one mx.compile'd function."""
+
+    def chained(y: mx.array) -> mx.array:
+        for _ in range(n):
+            y = step(y)
+        return y
+
+    return mx.compile(chained)
+
+
 def measure(
     rows: list[Row],
     op: str,
@@ -71,9 +82,12 @@ def measure(
     start: mx.array,
     args: argparse.Namespace,
     chain: int | None = None,
+    calls_per_step: int = 1,
 ) -> None:
+    """Time ``step`` (which makes ``calls_per_step`` calls of the op) and add a row per call."""
     try:
         seconds = time_chain(step, start, chain=chain or args.chain, reps=args.reps, warmup=args.warmup)
+        seconds /= calls_per_step
         rows.append(Row(op, shape, variant, seconds, nbytes))
     except Exception as exc:  # keep going: one broken variant must not hide the others
         print(f"[{op} {shape} {variant}] failed: {type(exc).__name__}: {exc}")
@@ -224,6 +238,9 @@ def bench_decode_attention(
 
     measure(rows, "decode_attn", label, "mx.fast sdpa", nbytes, sdpa, q, args, chain)
     measure(rows, "decode_attn", label, f"ours ({backend(dtype)})", nbytes, ours, q, args, chain)
+    # The same chains inside one mx.compile'd function: no Python per call (as in a compiled decode step).
+    for variant, step in (("mx.fast sdpa, compiled", sdpa), (f"ours ({backend(dtype)}), compiled", ours)):
+        measure(rows, "decode_attn", label, variant, nbytes, compiled_chain(step, chain), q, args, 1, chain)
     if backend(dtype) != "cuda":
         return
     from mlx_core.kernels.decode_attention import decode_attention_cuda

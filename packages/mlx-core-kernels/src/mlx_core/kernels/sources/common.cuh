@@ -92,53 +92,49 @@ __device__ __forceinline__ void mck_load_lane(const U* row, long long stride, bo
 #define MCK_HAS_MMA 1
 #endif
 
-// d (+)= A(16x16, row-major) * B(16x8, column-major) in float32 with 16-bit inputs (PTX m16n8k16). Each
-// uint32 holds two elements, low half first; see the PTX ISA's fragment layouts for which lane holds what.
 template <typename U>
-struct mck_mma_op;
-
+constexpr bool mck_is_bf16 = false;
 template <>
-struct mck_mma_op<__nv_bfloat16> {
+constexpr bool mck_is_bf16<__nv_bfloat16> = true;
+template <typename U>
+constexpr bool mck_is_half = false;
+template <>
+constexpr bool mck_is_half<__half> = true;
+
+// d (+)= A(16x16, row-major) * B(16x8, column-major) in float32 with 16-bit inputs (PTX m16n8k16), for U
+// bf16 or fp16. Each uint32 holds two elements, low half first; see the PTX ISA's fragment layouts for
+// which lane holds what. With float32 (no 16-bit mma) both members do nothing: that only lets kernels
+// whose mma path is off for float32 compile.
+template <typename U>
+struct mck_mma_op {
   __device__ __forceinline__ static void run(float* d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                              uint32_t b0, uint32_t b1) {
 #if MCK_HAS_MMA
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    if constexpr (mck_is_bf16<U>) {
+      asm volatile(
+          "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+          "{%0,%1,%2,%3};\n"
+          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+          : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    } else if constexpr (mck_is_half<U>) {
+      asm volatile(
+          "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+          "{%0,%1,%2,%3};\n"
+          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+          : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    }
 #endif
   }
   __device__ __forceinline__ static uint32_t pack(float lo, float hi) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&h);
-  }
-};
-
-template <>
-struct mck_mma_op<__half> {
-  __device__ __forceinline__ static void run(float* d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                             uint32_t b0, uint32_t b1) {
-#if MCK_HAS_MMA
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#endif
-  }
-  __device__ __forceinline__ static uint32_t pack(float lo, float hi) {
-    const __half2 h = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&h);
-  }
-};
-
-// float32 has no 16-bit mma; this only lets kernels that never take their mma path with float32 compile.
-template <>
-struct mck_mma_op<float> {
-  __device__ __forceinline__ static void run(float*, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t) {}
-  __device__ __forceinline__ static uint32_t pack(float, float) {
-    return 0u;
+    uint32_t bits = 0u;
+    if constexpr (mck_is_bf16<U>) {
+      const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+      bits = *reinterpret_cast<const uint32_t*>(&h);
+    } else if constexpr (mck_is_half<U>) {
+      const __half2 h = __floats2half2_rn(lo, hi);
+      bits = *reinterpret_cast<const uint32_t*>(&h);
+    }
+    return bits;
   }
 };
 

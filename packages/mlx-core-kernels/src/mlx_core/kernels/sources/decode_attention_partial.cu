@@ -189,6 +189,16 @@ __shared__ float sm_m[NS][G];
 __shared__ float sm_l[NS][G];
 __shared__ float sm_o[NS][G][DD];
 
+// Query head g's (scaled, log2 units) score against one key row held like the queries (EPL per lane).
+auto head_score = [&](int g, const float* kr) {
+  float part = 0.0f;
+#pragma unroll
+  for (int i = 0; i < EPL; ++i) {
+    part += qr[g][i] * kr[i];
+  }
+  return mck_warp_sum(part);
+};
+
 // SIMT loop: a warp per key row, lanes across D, all G heads per row (every dtype and shape).
 auto simt_loop = [&]() {
   float m[G];
@@ -219,12 +229,7 @@ auto simt_loop = [&]() {
   auto accumulate = [&](const float* kr, const float* vr) {
 #pragma unroll
     for (int g = 0; g < G; ++g) {
-      float part = 0.0f;
-#pragma unroll
-      for (int i = 0; i < EPL; ++i) {
-        part += qr[g][i] * kr[i];
-      }
-      const float s = mck_warp_sum(part);
+      const float s = head_score(g, kr);
       const float mn = fmaxf(m[g], s);
       const float corr = exp2f(m[g] - mn);
       const float p = exp2f(s - mn);
@@ -299,12 +304,7 @@ if constexpr (USE_MMA) {
   if ((APPEND || PACKED) && warp == 0) {
 #pragma unroll
     for (int g = 0; g < G; ++g) {
-      float part = 0.0f;
-#pragma unroll
-      for (int i = 0; i < EPL; ++i) {
-        part += qr[g][i] * kn[i];
-      }
-      const float s = mck_warp_sum(part);
+      const float s = head_score(g, kn);
       if (lane == 0) {
         sm_m[NS - 1][g] = has_new ? s : mck_neg_inf();
         sm_l[NS - 1][g] = 1.0f;

@@ -4,7 +4,9 @@ At decode time ``Lq = 1``: the whole cost is streaming K and V once. The CUDA pa
 every (batch, kv head) across many blocks so the GPU is full even at batch 1, reads each K/V row once
 for all query heads of its GQA group, and merges the per-split softmax partials in a second small
 kernel. For bf16/fp16 with up to 8 query heads per kv head and D = 64 or 128 the key loop runs on tensor
-cores (``mma.sync``, 16 keys per step), a few instructions per key instead of a few hundred. Off CUDA
+cores (``mma.sync``, 16 keys per step), a few instructions per key instead of a few hundred; as in
+FlashAttention, the softmax weights are rounded to that dtype for the weighted sum of values (scores,
+maxima, sums and the accumulator stay float32). Off CUDA
 (CPU, Metal) or for shapes the kernel does not cover it calls ``mx.fast.scaled_dot_product_attention``,
 which is also the reference the GPU tests compare against.
 """

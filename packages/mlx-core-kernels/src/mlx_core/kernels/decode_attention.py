@@ -26,7 +26,8 @@ from mlx_core.kernels.backend import resolve_backend
 _WARPS = 4
 _MAX_WARPS = 8
 _ROWS_IN_FLIGHT = 2  # key rows each warp loads before using any
-_SHARED_FLOATS = 8192  # the block merge stages NW * G * D floats (32 KB) in static shared memory
+_SHARED_FLOATS = 8192  # the block merge stages NW * G * D floats (32 KB) in static shared memory; the mma
+# loop's new-token slot adds one warp's worth (<= 36 KB, under the 48 KB static limit with the fold's weights)
 _TARGET_BLOCKS = 528  # ~4 blocks of 4 warps per SM on a 132-SM H100
 _KEYS_PER_SPLIT = 256  # long caches: more, shorter splits even when the blocks already fill the GPU
 _LONG_SPLITS = 66

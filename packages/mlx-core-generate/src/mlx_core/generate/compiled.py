@@ -111,6 +111,10 @@ class _Trace:
         # The parameters are constants of the trace (as compile inputs they would be flattened every
         # step: ~0.1-0.3 ms for a 28-layer model); `weights` is checked once per step object instead.
         self.weights = _weights(model)
+        # A constant still unevaluated when traced is recomputed by every step: e.g. the last layer's
+        # gate/up of a model fused with `fuse_projections` after loading, which a prefill never needs
+        # (two 33 MB copies per token on Llama-3.2-1B; benchmarks/NOTES.md). Evaluate them once here.
+        mx.eval(self.weights)
         states: list[Any] = [p.compile_state for p in self.proxies]
         state: list[Any] = [states, mx.random.state]
         self.fn = mx.compile(self._step, inputs=state, outputs=state)

@@ -1,7 +1,9 @@
-"""Fused kernels (SwiGLU, LayerNorm-modulate, decode attention, decode matvec) for CUDA, Metal and CPU."""
+"""Fused kernels (SwiGLU, LayerNorm-modulate, decode attention, decode matvec, greedy sampling) for CUDA,
+Metal and CPU."""
 
 from mlx_core.kernels.backend import ENV_VAR, Backend, backend, clear_backend_cache
 from mlx_core.kernels.decode_attention import decode_attention, decode_attention_append, decode_attention_qkv
+from mlx_core.kernels.greedy import greedy_tokens
 from mlx_core.kernels.matvec import fused_matvec
 from mlx_core.kernels.modulate import fused_modulate
 from mlx_core.kernels.swiglu import fused_swiglu
@@ -17,4 +19,5 @@ __all__ = [
     "fused_matvec",
     "fused_modulate",
     "fused_swiglu",
+    "greedy_tokens",
 ]

@@ -172,6 +172,7 @@ from mlx_core.kernels import (
     fused_matvec,
     fused_modulate,
     fused_swiglu,
+    greedy_tokens,
 )
 from mlx_core.models import (
     Model,
@@ -336,6 +337,7 @@ __all__ = [
     "fused_modulate",
     "fused_swiglu",
     "generate",
+    "greedy_tokens",
     "greedy_verify",
     "hamming",
     "hann",

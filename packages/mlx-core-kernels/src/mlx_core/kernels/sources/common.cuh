@@ -168,3 +168,107 @@ __device__ __forceinline__ void mck_load_words(const U* p, long long stride, boo
     }
   }
 }
+
+// Log-sum-exp partials: (m, s) stands for s * exp(m); fold in w * exp(v). Equal maxima (also both
+// infinite) add weights, so no inf - inf is ever formed; -inf entries contribute nothing.
+__device__ __forceinline__ void mck_lse_push(float& m, float& s, float v, float w) {
+  if (v > m) {
+    s = s * expf(m - v) + w;
+    m = v;
+  } else if (v == m) {
+    s += w;
+  } else {
+    s += w * expf(v - m);
+  }
+}
+
+// (m, s) over the NT threads of the block, returned to every thread. Call it from all threads.
+template <int NT>
+__device__ __forceinline__ void mck_block_lse(float& m, float& s) {
+  __shared__ float ms[NT / 32];
+  __shared__ float ss[NT / 32];
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    const float om = __shfl_xor_sync(0xffffffffu, m, off);
+    const float os = __shfl_xor_sync(0xffffffffu, s, off);
+    mck_lse_push(m, s, om, os);
+  }
+  __syncthreads();  // a previous use of the shared slots is over
+  if (lane == 0) {
+    ms[warp] = m;
+    ss[warp] = s;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    m = lane < NT / 32 ? ms[lane] : mck_neg_inf();
+    s = lane < NT / 32 ? ss[lane] : 0.0f;
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+      const float om = __shfl_xor_sync(0xffffffffu, m, off);
+      const float os = __shfl_xor_sync(0xffffffffu, s, off);
+      mck_lse_push(m, s, om, os);
+    }
+    if (lane == 0) {
+      ms[0] = m;
+      ss[0] = s;
+    }
+  }
+  __syncthreads();
+  m = ms[0];
+  s = ss[0];
+}
+
+// Up to N consecutive values as floats: one 16-byte load when `fast` (aligned, n == N), else n scalar
+// loads; entries n..N-1 are `fill`.
+template <typename U, int N>
+__device__ __forceinline__ void mck_load_floats(const U* p, int n, bool fast, float fill, float* out) {
+  if (fast && n == N) {
+    const mck_vec<U, N> r = *reinterpret_cast<const mck_vec<U, N>*>(p);
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      out[k] = static_cast<float>(r.v[k]);
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      out[k] = k < n ? static_cast<float>(p[k]) : fill;
+    }
+  }
+}
+
+// Running argmax with mx.argmax's tie-break (the first index wins); NaN values never win.
+__device__ __forceinline__ void mck_argmax_push(float& best, int& index, float v, int i) {
+  if (v > best || (v == best && i < index)) {
+    best = v;
+    index = i;
+  }
+}
+
+// (best, index) over the NT threads of the block, valid in thread 0. Call it from all threads.
+template <int NT>
+__device__ __forceinline__ void mck_block_argmax(float& best, int& index) {
+  __shared__ float bs[NT / 32];
+  __shared__ int is[NT / 32];
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    mck_argmax_push(best, index, __shfl_xor_sync(0xffffffffu, best, off), __shfl_xor_sync(0xffffffffu, index, off));
+  }
+  __syncthreads();  // a previous use of the shared slots is over
+  if (lane == 0) {
+    bs[warp] = best;
+    is[warp] = index;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    best = lane < NT / 32 ? bs[lane] : mck_neg_inf();
+    index = lane < NT / 32 ? is[lane] : 0x7fffffff;
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+      mck_argmax_push(best, index, __shfl_xor_sync(0xffffffffu, best, off), __shfl_xor_sync(0xffffffffu, index, off));
+    }
+  }
+}

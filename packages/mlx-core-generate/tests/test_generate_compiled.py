@@ -370,3 +370,30 @@ def test_deferred_writes_dropped_for_attention_that_ignores_them(tiny_lm: TinyLM
     assert gen.compiled and compiled == eager
     (trace,) = compiled_module._ENTRIES.values()
     assert trace.defer_append is False  # retraced with ordinary writes after the first trace
+
+
+def _greedy_ops(logits: mx.array) -> mx.array:
+    return mx.argmax(logits - mx.logsumexp(logits, axis=-1, keepdims=True), axis=-1)
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_greedy_hook_takes_raw_logits(tiny_lm: TinyLM, compile: bool) -> None:
+    """A sampler's ``greedy`` gets the raw logits at temperature 0 (the step skips its log-softmax)."""
+    prompt = _prompt(9, seed=21)
+    plain, _ = _run(tiny_lm, prompt, compile)
+    seen: list[tuple[int, ...]] = []
+
+    def greedy(logits: mx.array) -> mx.array:
+        seen.append(tuple(logits.shape))
+        return _greedy_ops(logits)
+
+    hooked, gen = _run(tiny_lm, prompt, compile, sampler=make_sampler(0.0, greedy=greedy))
+    assert gen.compiled == compile and hooked == plain and seen
+    assert all(s == (1, 97) for s in seen)
+    fixed, _ = _run(tiny_lm, prompt, compile, sampler=make_sampler(0.0, greedy=lambda x: mx.full((1,), 5)))
+    assert fixed[1:] == [5] * (STEPS - 1)  # the hook decides every decoded token
+    sampled, _ = _run(tiny_lm, prompt, compile, temperature=0.7)
+    hooked_sampled, _ = _run(
+        tiny_lm, prompt, compile, sampler=make_sampler(0.7, greedy=lambda x: mx.full((1,), 5))
+    )
+    assert hooked_sampled == sampled  # temperature > 0 never calls it

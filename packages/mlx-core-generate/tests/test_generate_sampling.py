@@ -239,3 +239,23 @@ def test_bad_filter_arguments_raise() -> None:
         apply_top_p(lp, 0.0)
     with pytest.raises(ValueError, match="min_p"):
         apply_min_p(lp, 2.0)
+
+
+def test_sample_logits_matches_sampling_the_log_softmax() -> None:
+    rng = np.random.default_rng(31)
+    logits = mx.array(rng.standard_normal((3, 50)).astype(np.float32) * 3)
+    logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    greedy = make_sampler(0.0)
+    np.testing.assert_array_equal(np.array(greedy.sample_logits(logits)), np.array(greedy(logprobs)))
+    np.testing.assert_array_equal(
+        np.array(greedy.sample_logits(logits)), np.argmax(np.array(logits), axis=-1)
+    )
+    hooked = make_sampler(0.0, greedy=lambda x: mx.argmin(x, axis=-1))
+    np.testing.assert_array_equal(
+        np.array(hooked.sample_logits(logits)), np.argmin(np.array(logits), axis=-1)
+    )
+    assert (
+        np.array(hooked(logprobs)).tolist() == np.argmax(np.array(logits), axis=-1).tolist()
+    )  # logprobs path
+    with pytest.raises(SamplerConfigError, match="greedy must be a function"):
+        make_sampler(0.0, greedy=3)  # type: ignore[arg-type]

@@ -29,6 +29,7 @@ from mlx.utils import tree_flatten
 from mlx_core.cache import StaticKVCache
 
 from .forward import forward_logits
+from .sampling import sample_from_logits
 
 __all__ = ["CompiledDecodeStep", "clear_compiled_steps", "compile_unsupported_reason", "static_caches_for"]
 
@@ -85,6 +86,7 @@ def _sampler_key(sampler: Any) -> tuple[Any, ...]:
             sampler.xtc_probability,
             sampler.xtc_threshold,
             sampler.xtc_special_tokens,
+            sampler.greedy,
         )
     return ("id", id(sampler))
 
@@ -129,8 +131,7 @@ class _Trace:
             logits = forward_logits(model, tokens.reshape(-1, 1), self.proxies)[:, -1, :]
             if any(p.pending_append is not None for p in self.proxies):
                 raise _AppendNotCompleted
-        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        return self.sampler(logprobs).astype(mx.int32)
+        return sample_from_logits(self.sampler, logits).astype(mx.int32)
 
 
 class _AppendNotCompleted(Exception):

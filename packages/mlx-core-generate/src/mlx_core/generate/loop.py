@@ -25,7 +25,7 @@ from .errors import GenerateError, PromptError
 from .forward import as_prompt_array, forward_logits, prefill
 from .processors import LogitsProcessor
 from .response import GenerationChunk, Response
-from .sampling import Sampler, make_sampler
+from .sampling import Sampler, make_sampler, sample_from_logits
 from .text import TextAssembler
 
 ProgressCallback = Callable[[int, int], None]
@@ -228,8 +228,7 @@ class Generate(TokenEventStream):
             history = tokens[0] if history is None else mx.concatenate([history, tokens[0]])
             for processor in self.logits_processors:
                 logits = processor(history, logits)
-        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        return self.sampler(logprobs), history
+        return sample_from_logits(self.sampler, logits), history
 
     def _eager_decoder(self, history: mx.array | None) -> Callable[[mx.array], mx.array]:
         """``advance(tokens [B]) -> next tokens [B]`` by eager forward passes (keeps the history)."""

@@ -5,6 +5,11 @@ exactly like mlx-lm 0.32.2's ``sample_utils``. A sampler applies top-p, then min
 top-k (mlx-lm's order), and finally draws from ``softmax(logprobs / temperature)``; temperature 0 is
 argmax and ignores the filters. Using the same operations in the same order on the same global random
 state makes seeded draws identical to mlx-lm's ``make_sampler``.
+
+A decode step hands a sampler raw logits through `sample_from_logits`: a sampler with a
+``sample_logits(logits)`` method (`DefaultSampler` has one) may skip the log-softmax, e.g. greedy decoding
+with a fused kernel (``DefaultSampler(greedy=mlx_core.kernels.greedy_tokens)``); any other sampler gets
+``logits - logsumexp(logits)`` as before.
 """
 
 from __future__ import annotations
@@ -27,6 +32,21 @@ class Sampler(Protocol):
     def __call__(self, logprobs: mx.array) -> mx.array: ...
 
     def probabilities(self, logprobs: mx.array) -> mx.array: ...
+
+
+def sample_from_logits(sampler: Callable[[mx.array], mx.array], logits: mx.array) -> mx.array:
+    """Tokens [B] from raw ``logits`` [B, V]: ``sampler.sample_logits(logits)`` where the sampler has it,
+    else ``sampler(logits - logsumexp(logits))``.
+    """
+    sample_logits = getattr(sampler, "sample_logits", None)
+    if sample_logits is not None:
+        return sample_logits(logits)
+    return sampler(log_softmax(logits))
+
+
+def log_softmax(logits: mx.array) -> mx.array:
+    """``logits - logsumexp(logits)`` over the last axis, in mlx-lm's operations and rounding."""
+    return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
 
 
 def apply_top_k(logprobs: mx.array, top_k: int) -> mx.array:
@@ -104,6 +124,10 @@ class DefaultSampler:
 
     ``temperature == 0`` → argmax (filters ignored); otherwise a categorical draw from
     ``softmax(filtered_logprobs / temperature)`` using MLX's global random state.
+
+    ``greedy``: optional ``f(logits [B, V]) -> tokens [B]`` returning what ``argmax(logits -
+    logsumexp(logits))`` returns, used by `sample_logits` at temperature 0 (e.g.
+    ``mlx_core.kernels.greedy_tokens``, two kernels instead of MLX's three single-block ones).
     """
 
     def __init__(
@@ -116,7 +140,10 @@ class DefaultSampler:
         xtc_probability: float = 0.0,
         xtc_threshold: float = 0.0,
         xtc_special_tokens: Sequence[int] = (),
+        greedy: Callable[[mx.array], mx.array] | None = None,
     ) -> None:
+        if greedy is not None and not callable(greedy):
+            raise SamplerConfigError(f"greedy must be a function of the logits or None, got {greedy!r}.")
         if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
             raise SamplerConfigError(f"temperature must be a finite number >= 0, got {temperature!r}.")
         if not isinstance(top_p, (int, float)) or not (0 < top_p <= 1.0):
@@ -135,6 +162,7 @@ class DefaultSampler:
         self.xtc_probability = float(xtc_probability)
         self.xtc_threshold = float(xtc_threshold)
         self.xtc_special_tokens = tuple(int(t) for t in xtc_special_tokens)
+        self.greedy = greedy
         self._draw: Callable[[mx.array], mx.array] | None = None
 
     def __repr__(self) -> str:
@@ -167,6 +195,14 @@ class DefaultSampler:
             self._draw = mx.compile(self._sample, inputs=mx.random.state, outputs=mx.random.state)
         return self._draw(logprobs)
 
+    def sample_logits(self, logits: mx.array) -> mx.array:
+        """Tokens [B] from raw ``logits`` [B, V]: ``greedy(logits)`` at temperature 0 when given, else
+        ``self(logits - logsumexp(logits))``.
+        """
+        if self.temperature == 0 and self.greedy is not None:
+            return self.greedy(logits)
+        return self(log_softmax(logits))
+
     def probabilities(self, logprobs: mx.array) -> mx.array:
         """The exact distribution [B, V] that ``__call__`` draws from (one-hot argmax at temperature 0).
 
@@ -193,6 +229,7 @@ def make_sampler(
     xtc_probability: float = 0.0,
     xtc_threshold: float = 0.0,
     xtc_special_tokens: Sequence[int] = (),
+    greedy: Callable[[mx.array], mx.array] | None = None,
 ) -> DefaultSampler:
     """Build a `DefaultSampler` (validates every parameter; see its docstring for semantics)."""
     return DefaultSampler(
@@ -204,4 +241,5 @@ def make_sampler(
         xtc_probability=xtc_probability,
         xtc_threshold=xtc_threshold,
         xtc_special_tokens=xtc_special_tokens,
+        greedy=greedy,
     )

@@ -181,10 +181,12 @@ def run_mlx_lm(model: nn.Module, prompt: mx.array, n: int) -> tuple[list[int], f
     return timed_tokens(t for t, _ in generate_step(prompt, model, max_tokens=n))
 
 
-def run_ours(model: nn.Module, prompt: mx.array, n: int, compile: bool) -> tuple[list[int], float]:
+def run_ours(
+    model: nn.Module, prompt: mx.array, n: int, compile: bool, sampler: Any = None
+) -> tuple[list[int], float]:
     from mlx_core.generate import Generate
 
-    gen = Generate(model, prompt, max_tokens=n, compile=compile)
+    gen = Generate(model, prompt, max_tokens=n, compile=compile, sampler=sampler)
     tokens, tps = timed_tokens(iter(gen))
     if gen.compiled != compile:
         raise RuntimeError(f"asked compile={compile} but the loop ran compiled={gen.compiled}")
@@ -274,19 +276,23 @@ def bench_config(cfg: Config, args: argparse.Namespace, on_gpu: bool) -> list[tu
         variants.append(("ref model compiled", reference))
         fused_model: list[nn.Module] = []
 
-        def reference_fused(mode: str) -> tuple[list[int], float]:
-            from mlx_core.generate import clear_compiled_steps
+        def reference_fused(mode: str, greedy_kernel: bool = False) -> tuple[list[int], float]:
+            from mlx_core.generate import clear_compiled_steps, make_sampler
+            from mlx_core.kernels import greedy_tokens
             from mlx_core.models import fuse_projections
             from mlx_core.models.fused_decode import fused_decode
 
             if not fused_model:
                 fused_model.append(fuse_projections(build_reference_model(cfg, model)))
             clear_compiled_steps()  # traces are per model: the mode changes what is traced
+            sampler = make_sampler(0.0, greedy=greedy_tokens) if greedy_kernel else None
             with fused_decode(mode):
-                return run_ours(fused_model[0], prompt, n, True)
+                return run_ours(fused_model[0], prompt, n, True, sampler)
 
         variants.append(("ref model, fused proj only", lambda: reference_fused("never")))
         variants.append(("ref model, fused decode", lambda: reference_fused("auto")))
+        # what the CLI runs: greedy steps sample with mlx_core.kernels.greedy_tokens
+        variants.append(("ref model, fused decode+greedy kernel", lambda: reference_fused("auto", True)))
     if args.variants:
         keep = [v.strip() for v in args.variants.split(",") if v.strip()]
         variants = [v for v in variants if v[0].startswith("mlx-lm") or any(k in v[0] for k in keep)]

@@ -78,6 +78,7 @@ def compiled_step(mode: str, which: str = "mlx-lm", shape: str = "Qwen3-0.6B bf1
     """
     from mlx_core.cache import StaticKVCache
     from mlx_core.generate import CompiledDecodeStep, make_sampler, prefill
+    from mlx_core.kernels import greedy_tokens
 
     by_name = {c.name: c for c in decode_gpu.GPU_CONFIGS}
     if shape not in by_name:
@@ -93,10 +94,12 @@ def compiled_step(mode: str, which: str = "mlx-lm", shape: str = "Qwen3-0.6B bf1
         context = contextlib.nullcontext()
     else:
         context = decode_gpu.attn_sdpa_in(model)
+    # the fused path samples as the CLI does: greedy steps through mlx_core.kernels.greedy_tokens
+    sampler = make_sampler(0.0, greedy=greedy_tokens if which == "fused" else None)
     with context:
         caches = [StaticKVCache(1600) for _ in model.layers]
         prefill(model, prompt[None, :-1], caches)
-        step = CompiledDecodeStep(model, caches, make_sampler(0.0))
+        step = CompiledDecodeStep(model, caches, sampler)
         y = step(prompt[-1:])
         for _ in range(20):
             y = step(y)

@@ -2,7 +2,8 @@
 
 Runs on ``mx.default_device()``: on a CUDA/Metal GPU in bfloat16 with the shapes of issue 5 (SwiGLU
 4096x11008 and 1x11008, modulate [2, 4096, 3072]) and of issue 11 (decode attention, 32 q / 8 kv
-heads, D = 128, Lk 1k-64k, B = 1 and 8); on the CPU in float32 with smaller shapes. Each figure is
+heads, D = 128, Lk 1k-64k, B = 1 and 8) and greedy sampling over Llama-3.2-1B's and Qwen3's vocabularies
+(128256 and 151936 logits, B = 1 and 8); on the CPU in float32 with smaller shapes. Each figure is
 the median of >= 30 timed runs after warm-up, each run chaining several calls into one ``mx.eval`` so
 launch overhead does not dominate. A failing variant prints its error and the run continues.
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_core.kernels import backend, fused_modulate, fused_swiglu
+from mlx_core.kernels import backend, fused_modulate, fused_swiglu, greedy_tokens
 
 try:  # phase 2; absent in older checkouts of the package
     from mlx_core.kernels import decode_attention
@@ -281,6 +282,44 @@ def attention_launch_shapes(batch: int, kv_heads: int, length: int, mma: bool) -
     return shapes
 
 
+def greedy_ops(logits: mx.array) -> mx.array:
+    """What a decode step runs without the kernel: log-softmax, then argmax (mlx-lm's order)."""
+    return mx.argmax(logits - mx.logsumexp(logits, axis=-1, keepdims=True), axis=-1).astype(mx.int32)
+
+
+def bench_greedy(rows: list[Row], batch: int, vocab: int, dtype: mx.Dtype, args: argparse.Namespace) -> None:
+    """Greedy token from raw logits. Each call's token is added back to the logits (one small add, the
+    same in every variant) so that the chained calls depend on each other.
+    """
+    logits = mx.random.normal((batch, vocab)).astype(dtype)
+    mx.eval(logits)
+    n = logits.size * logits.itemsize
+    label = f"{batch}x{vocab}"
+    compiled = mx.compile(greedy_ops)
+
+    def chained(pick: Callable[[mx.array], mx.array]) -> Callable[[mx.array], mx.array]:
+        return lambda y: y + pick(y)[:, None].astype(y.dtype)
+
+    measure(
+        rows, "greedy", label, "logsumexp+argmax ops", n, chained(greedy_ops), logits, args, args.attn_chain
+    )
+    measure(rows, "greedy", label, "ops, mx.compile", n, chained(compiled), logits, args, args.attn_chain)
+    measure(
+        rows,
+        "greedy",
+        label,
+        f"ours ({backend(dtype)})",
+        n,
+        chained(greedy_tokens),
+        logits,
+        args,
+        args.attn_chain,
+    )
+    measure(
+        rows, "greedy", label, "add only (chain overhead)", n, lambda y: y + 1, logits, args, args.attn_chain
+    )
+
+
 def print_table(rows: list[Row]) -> None:
     head = (
         f"{'op':<12} {'shape':<16} {'variant':<28} {'us/call':>10} {'GB/s':>9} {'x vs base':>10} "
@@ -319,7 +358,9 @@ def main() -> None:
     parser.add_argument("--small-chain", type=int, default=50, help="calls per mx.eval for tiny shapes")
     parser.add_argument("--attn-chain", type=int, default=20, help="calls per mx.eval for decode attention")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["swiglu", "modulate", "attention"])
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["swiglu", "modulate", "attention", "greedy"]
+    )
     parser.add_argument("--verbose", action="store_true", help="print tracebacks of failing variants")
     parser.add_argument(
         "--attn-sweep", action="store_true", help="also time decode attention under many launch shapes"
@@ -344,19 +385,23 @@ def main() -> None:
         swiglu_shapes: list[tuple[int, ...]] = [(4096, 11008), (1, 11008)]
         modulate_shapes = [(2, 4096, 3072)]
         attn = [(b, lk) for b in (1, 8) for lk in (1024, 4096, 16384, 65536)]
+        greedy = [(1, 128256), (1, 151936), (8, 128256)]
     elif on_gpu:
         swiglu_shapes = [(512, 11008), (1, 11008)]
         modulate_shapes = [(2, 512, 3072)]
         attn = [(1, 4096), (8, 4096)]
+        greedy = [(1, 128256)]
     elif not args.quick:
         swiglu_shapes = [(256, 11008), (1, 11008)]
         modulate_shapes = [(2, 256, 3072)]
         attn = [(1, 1024), (1, 4096)]
+        greedy = [(1, 128256)]
     else:
         args.chain, args.small_chain, args.attn_chain = min(args.chain, 5), min(args.small_chain, 10), 2
         swiglu_shapes = [(32, 2048), (1, 11008)]
         modulate_shapes = [(2, 64, 512)]
         attn = [(1, 1024)]
+        greedy = [(1, 4096)]
 
     print(
         f"median of {args.reps} runs after {args.warmup} warm-up runs; "
@@ -372,6 +417,9 @@ def main() -> None:
     if "attention" not in args.skip:
         for b, lk in attn:
             bench_decode_attention(rows, b, lk, dtype, args)
+    if "greedy" not in args.skip:
+        for b, vocab in greedy:
+            bench_greedy(rows, b, vocab, dtype, args)
     print()
     print_table(rows)
 

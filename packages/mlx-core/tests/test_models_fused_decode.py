@@ -15,8 +15,8 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 from mlx_core.cache import StaticKVCache
-from mlx_core.generate import Generate, clear_compiled_steps
-from mlx_core.kernels import backend
+from mlx_core.generate import Generate, clear_compiled_steps, make_sampler
+from mlx_core.kernels import backend, greedy_tokens
 from mlx_core.models import Model, fuse_projections
 from mlx_core.models import fused_decode as fd
 
@@ -175,3 +175,17 @@ def test_linear_weights_recognises_layers() -> None:
 def test_mode_is_validated() -> None:
     with pytest.raises(ValueError, match="not one of auto, always, never"), fd.fused_decode("sometimes"):
         pass
+
+
+@pytest.mark.parametrize("name", ["qwen3", "llama3-rope"])
+def test_greedy_kernel_sampler_gives_the_same_tokens(name: str, build: Callable[..., Model]) -> None:
+    """The CLI's sampler (greedy steps through mlx_core.kernels.greedy_tokens) changes no token."""
+    model = build(CONFIGS[name], seed=5)
+    prompt = mx.array(np.random.default_rng(6).integers(0, BASE["vocab_size"], size=20))
+    runs = []
+    for sampler in (make_sampler(0.0), make_sampler(0.0, greedy=greedy_tokens)):
+        clear_compiled_steps()
+        gen = Generate(model, prompt, max_tokens=24, compile=True, sampler=sampler)
+        runs.append([int(t) for t in gen])
+        assert gen.compiled
+    assert runs[0] == runs[1] and len(set(runs[0])) > 4

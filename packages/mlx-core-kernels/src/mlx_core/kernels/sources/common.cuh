@@ -61,6 +61,15 @@ __host__ __device__ constexpr int mck_row_align(int bytes) {
   return (bytes % 16 == 0) ? 16 : (bytes % 8 == 0) ? 8 : (bytes % 4 == 0) ? 4 : (bytes % 2 == 0) ? 2 : 1;
 }
 
+// Whether every row of a [B, H, L, D] tensor (element strides `strides`) starts `bytes`-aligned with unit
+// stride along D, so a lane may load `bytes` of a row at once.
+template <typename U, typename S>
+__device__ __forceinline__ bool mck_rows_aligned(const U* p, const S& strides, int bytes) {
+  const long long a = bytes / static_cast<int>(sizeof(U));  // the alignment in elements
+  return strides[3] == 1 && (reinterpret_cast<unsigned long long>(p) % bytes) == 0 && strides[0] % a == 0 &&
+      strides[1] % a == 0 && strides[2] % a == 0;
+}
+
 template <typename U, int M>
 struct alignas(mck_row_align(M * static_cast<int>(sizeof(U)))) mck_row {
   U v[M];

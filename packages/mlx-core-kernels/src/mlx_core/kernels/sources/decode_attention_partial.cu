@@ -162,12 +162,9 @@ for (int g = 0; g < G; ++g) {
   }
 }
 
-const int row_align = mck_row_align(EPL * static_cast<int>(sizeof(T)));
-const long long a = row_align / static_cast<int>(sizeof(T));  // alignment in elements
-const bool k_fast = keys_strides[3] == 1 && (reinterpret_cast<unsigned long long>(keys) % row_align) == 0 &&
-    keys_strides[0] % a == 0 && keys_strides[1] % a == 0 && keys_strides[2] % a == 0;
-const bool v_fast = values_strides[3] == 1 && (reinterpret_cast<unsigned long long>(values) % row_align) == 0 &&
-    values_strides[0] % a == 0 && values_strides[1] % a == 0 && values_strides[2] % a == 0;
+const int row_align = mck_row_align(EPL * static_cast<int>(sizeof(T)));  // a lane's EPL elements at once
+const bool k_fast = mck_rows_aligned(keys, keys_strides, row_align);
+const bool v_fast = mck_rows_aligned(values, values_strides, row_align);
 const T* kbase = keys + static_cast<long long>(b) * keys_strides[0] + static_cast<long long>(kvh) * keys_strides[1];
 const T* vbase = values + static_cast<long long>(b) * values_strides[0] + static_cast<long long>(kvh) * values_strides[1];
 
@@ -296,9 +293,7 @@ if constexpr (USE_MMA) {
   // (a gathering mma loop needs ~40 more registers, which the common case would pay for).
   const long long ks = keys_strides[2];
   const long long vs = values_strides[2];
-  const bool mma_path = keys_strides[3] == 1 && mck_aligned16(keys) && keys_strides[0] % 8 == 0 &&
-      keys_strides[1] % 8 == 0 && ks % 8 == 0 && values_strides[3] == 1 && mck_aligned16(values) &&
-      values_strides[0] % 8 == 0 && values_strides[1] % 8 == 0 && vs % 8 == 0;
+  const bool mma_path = mck_rows_aligned(keys, keys_strides, 16) && mck_rows_aligned(values, values_strides, 16);
   const bool has_new = mma_path && (APPEND || PACKED) && new_row >= t0 && new_row < t1;
   const int t_stop = has_new ? t1 - 1 : t1;
   if ((APPEND || PACKED) && warp == 0) {

@@ -5,6 +5,9 @@
 #   bench-<name>  python benchmarks/<name>.py   (arguments after a colon: bench-spec:--quick,--k=4)
 #   train         train the shipped demo model and its draft into $OUT/demo and $OUT/demo_draft
 # usage: bash benchmarks/gpu_run.sh test-kernels bench-kernels train
+# On a fresh machine MLX compiles each kernel (its own and ours) with NVRTC on first use, ~4 s each, cached
+# in /tmp/mlx/<version>/ptx (or MLX_PTX_CACHE_DIR): a cold test-kernels run needs far more than a warm
+# one (41 modulate cases: 416 s cold, 11 s warm on an H100), so raise TEST_TIMEOUT for a first run.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile .device/wheels/*.whl || exit 1
 PYTHONPATH=$(ls -d packages/*/src | paste -sd:)

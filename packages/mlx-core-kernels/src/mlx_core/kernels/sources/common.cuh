@@ -191,42 +191,48 @@ __device__ __forceinline__ void mck_lse_push(float& m, float& s, float v, float 
   }
 }
 
-// (m, s) over the NT threads of the block, returned to every thread. Call it from all threads.
-template <int NT>
-__device__ __forceinline__ void mck_block_lse(float& m, float& s) {
-  __shared__ float ms[NT / 32];
-  __shared__ float ss[NT / 32];
+// Reduce the pair (a, b) over the NT threads of the block with `push(a, b, a2, b2)` (which folds the pair
+// (a2, b2) into (a, b)); (a_none, b_none) is the empty pair. Every thread gets the result; call it from all
+// threads. The per-warp partials meet in shared memory, then in warp 0.
+template <int NT, typename B, typename Push>
+__device__ __forceinline__ void mck_block_reduce_pair(float& a, B& b, float a_none, B b_none, Push push) {
+  __shared__ float as[NT / 32];
+  __shared__ B bs[NT / 32];
   const int lane = static_cast<int>(threadIdx.x) & 31;
   const int warp = static_cast<int>(threadIdx.x) / 32;
+  auto warp_reduce = [&]() {
 #pragma unroll
-  for (int off = 16; off > 0; off >>= 1) {
-    const float om = __shfl_xor_sync(0xffffffffu, m, off);
-    const float os = __shfl_xor_sync(0xffffffffu, s, off);
-    mck_lse_push(m, s, om, os);
-  }
+    for (int off = 16; off > 0; off >>= 1) {
+      const float a2 = __shfl_xor_sync(0xffffffffu, a, off);
+      const B b2 = __shfl_xor_sync(0xffffffffu, b, off);
+      push(a, b, a2, b2);
+    }
+  };
+  warp_reduce();
   __syncthreads();  // a previous use of the shared slots is over
   if (lane == 0) {
-    ms[warp] = m;
-    ss[warp] = s;
+    as[warp] = a;
+    bs[warp] = b;
   }
   __syncthreads();
   if (warp == 0) {
-    m = lane < NT / 32 ? ms[lane] : mck_neg_inf();
-    s = lane < NT / 32 ? ss[lane] : 0.0f;
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-      const float om = __shfl_xor_sync(0xffffffffu, m, off);
-      const float os = __shfl_xor_sync(0xffffffffu, s, off);
-      mck_lse_push(m, s, om, os);
-    }
+    a = lane < NT / 32 ? as[lane] : a_none;
+    b = lane < NT / 32 ? bs[lane] : b_none;
+    warp_reduce();
     if (lane == 0) {
-      ms[0] = m;
-      ss[0] = s;
+      as[0] = a;
+      bs[0] = b;
     }
   }
   __syncthreads();
-  m = ms[0];
-  s = ss[0];
+  a = as[0];
+  b = bs[0];
+}
+
+// (m, s) over the NT threads of the block, returned to every thread. Call it from all threads.
+template <int NT>
+__device__ __forceinline__ void mck_block_lse(float& m, float& s) {
+  mck_block_reduce_pair<NT>(m, s, mck_neg_inf(), 0.0f, mck_lse_push);
 }
 
 // Up to N consecutive values as floats: one 16-byte load when `fast` (aligned, n == N), else n scalar
@@ -255,29 +261,8 @@ __device__ __forceinline__ void mck_argmax_push(float& best, int& index, float v
   }
 }
 
-// (best, index) over the NT threads of the block, valid in thread 0. Call it from all threads.
+// (best, index) over the NT threads of the block, returned to every thread. Call it from all threads.
 template <int NT>
 __device__ __forceinline__ void mck_block_argmax(float& best, int& index) {
-  __shared__ float bs[NT / 32];
-  __shared__ int is[NT / 32];
-  const int lane = static_cast<int>(threadIdx.x) & 31;
-  const int warp = static_cast<int>(threadIdx.x) / 32;
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) {
-    mck_argmax_push(best, index, __shfl_xor_sync(0xffffffffu, best, off), __shfl_xor_sync(0xffffffffu, index, off));
-  }
-  __syncthreads();  // a previous use of the shared slots is over
-  if (lane == 0) {
-    bs[warp] = best;
-    is[warp] = index;
-  }
-  __syncthreads();
-  if (warp == 0) {
-    best = lane < NT / 32 ? bs[lane] : mck_neg_inf();
-    index = lane < NT / 32 ? is[lane] : 0x7fffffff;
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-      mck_argmax_push(best, index, __shfl_xor_sync(0xffffffffu, best, off), __shfl_xor_sync(0xffffffffu, index, off));
-    }
-  }
+  mck_block_reduce_pair<NT>(best, index, mck_neg_inf(), 0x7fffffff, mck_argmax_push);
 }

@@ -2,9 +2,9 @@
 
 A greedy decode step samples with ``mx.argmax(logprobs)`` where ``logprobs = logits - logsumexp(logits)``
 (mlx-lm's order, which `mlx_core.generate` follows so that greedy tokens match mlx-lm's). Over a
-vocabulary of 128k–152k that is three MLX kernels that each run one block per row: on an H100 the
-log-sum-exp took 15 µs and the argmax 24 µs per token (ncu, Llama-3.2-1B shape), more than a whole
-transformer layer's attention. `greedy_tokens` spreads each row over many blocks:
+vocabulary of 128k–152k MLX runs the log-sum-exp and the argmax with one block per row: on an H100 they
+took 15 µs and 24 µs per token (ncu, Llama-3.2-1B shape), more than a whole transformer layer's
+attention. `greedy_tokens` spreads each row over many blocks:
 
 1. every block reduces its slice to a log-sum-exp partial ``(max, sum of exp(x - max))``;
 2. every block recombines the row's partials into the log-sum-exp (rounded to the logits' dtype, as
@@ -71,13 +71,13 @@ def greedy_tokens_cuda(logits: mx.array) -> mx.array:
     partials, pick = _kernels()
     parts, state = partials(
         inputs=[logits],
-        output_shapes=[(rows, blocks, 2), (max(rows, 4),)],  # >= 16 bytes: device memory (see _scalars)
+        output_shapes=[(rows, blocks, 2), (max(rows, 4),)],  # >= 16 bytes: not the host's pool (_scalars)
         output_dtypes=[mx.float32, mx.int32],
         **launch,
     )
     # The tokens are exactly [rows], not padded: the host reads them every step, and MLX serves
     # allocations of <= 8 bytes from a read-mostly managed pool the host reads without migrating a page,
-    # as it does mx.argmax's result. A 16-byte token buffer (ordinary managed memory) cost ~40 µs per
+    # as it does mx.argmax's result. A 16-byte token buffer (ordinary managed memory) cost 40–70 µs per
     # token in a decode loop on an H100 (benchmarks/NOTES.md).
     token, _ = pick(
         inputs=[logits, parts, state],

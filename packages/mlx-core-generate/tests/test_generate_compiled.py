@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from typing import Any
 
@@ -397,3 +398,28 @@ def test_greedy_hook_takes_raw_logits(tiny_lm: TinyLM, compile: bool) -> None:
         tiny_lm, prompt, compile, sampler=make_sampler(0.7, greedy=lambda x: mx.full((1,), 5))
     )
     assert hooked_sampled == sampled  # temperature > 0 never calls it
+
+
+def _has_graph(array: mx.array) -> bool:
+    """Whether ``array`` is still an unevaluated expression (its graph has operation nodes)."""
+    dot = io.StringIO()
+    mx.export_to_dot(dot, array)
+    return "label =" in dot.getvalue()
+
+
+def test_trace_evaluates_lazy_weights(tiny_lm: TinyLM) -> None:
+    """A weight still lazy at trace time (e.g. fused by concatenation after loading) is computed once, not
+    traced into the step and recomputed every token."""
+    model = TinyLM()
+    model.update(tiny_lm.parameters())
+    caches = [StaticKVCache(16) for _ in model.layers]
+    prefill(model, mx.array([_prompt(6, seed=16)]), caches)
+    half = model.head.weight.shape[0] // 2
+    model.head.weight = mx.concatenate([model.head.weight[:half], model.head.weight[half:]])  # lazy
+    assert _has_graph(model.head.weight)
+    step = CompiledDecodeStep(model, caches, make_sampler(0.0))
+    assert not _has_graph(model.head.weight)
+    eager_caches = [StaticKVCache(16) for _ in model.layers]
+    prefill(model, mx.array([_prompt(6, seed=16)]), eager_caches)
+    eager = mx.argmax(model(mx.array([[3]]), eager_caches)[0, -1])
+    assert int(step(mx.array([3], dtype=mx.int32)).item()) == int(eager.item())

@@ -319,102 +319,102 @@ if constexpr (USE_MMA) {
   if (!mma_path) {
     simt_loop();
   } else {
-  float o[KS][4];
-#pragma unroll
-  for (int mt = 0; mt < KS; ++mt) {
-    o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
-  }
-  float m_run = mck_neg_inf();
-  float l_part = 0.0f;  // this lane's share of head gid's sum (its 4 keys of each tile)
-  for (int tb = t0 + warp * 16; tb < t_stop; tb += NW * 16) {
-    // K: rows tb + nt * 8 + gid, chunks j * 4 + tig. V: keys tb + {2c, 2c + 1, 8 + 2c, 9 + 2c} (c = tig),
-    // d-values [rho * KS, rho * KS + KS) for rho = gid and gid + 8.
-    uint32_t kf[2][KCH][4];
-    uint32_t vw[4][2][KS / 2];
-#pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-      const int row = tb + nt * 8 + gid;
-#pragma unroll
-      for (int j = 0; j < KCH; ++j) {
-        mck_load_words<T, 8>(kbase + static_cast<long long>(row) * ks + (j * 4 + tig) * 8,
-                             1, true, row < t_stop, kf[nt][j]);
-      }
-    }
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      const int row = tb + (kk >> 1) * 8 + 2 * tig + (kk & 1);
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        mck_load_words<T, KS>(vbase + static_cast<long long>(row) * vs + (gid + h * 8) * KS,
-                              1, true, row < t_stop, vw[kk][h]);
-      }
-    }
-    float sc[2][4];
-#pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-      sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
-#pragma unroll
-      for (int st = 0; st < KS; ++st) {
-        const int j = st >> 1;
-        const int w = (st & 1) * 2;
-        Mma::run(sc[nt], qf[j][w], 0u, qf[j][w + 1], 0u, kf[nt][j][w], kf[nt][j][w + 1]);
-      }
-    }
-    // Head gid's scores for keys tb + 2c, 2c + 1, 8 + 2c, 9 + 2c; the other 12 keys are in lanes gid * 4 + ...
-    float p[4] = {sc[0][0] * qscale, sc[0][1] * qscale, sc[1][0] * qscale, sc[1][1] * qscale};
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      if (tb + (kk >> 1) * 8 + 2 * tig + (kk & 1) >= t_stop) {
-        p[kk] = mck_neg_inf();
-      }
-    }
-    float tmax = fmaxf(fmaxf(p[0], p[1]), fmaxf(p[2], p[3]));
-    tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
-    tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
-    const float m_new = fmaxf(m_run, tmax);  // finite: key tb is valid
-    const float corr = exp2f(m_run - m_new);
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      p[kk] = exp2f(p[kk] - m_new);
-    }
-    l_part = l_part * corr + ((p[0] + p[1]) + (p[2] + p[3]));
-    m_run = m_new;
-    // O^T's columns are heads 2c and 2c + 1: their rescale factors live in lanes 8c and 8c + 4.
-    const float corr_a = __shfl_sync(0xffffffffu, corr, 8 * tig);
-    const float corr_b = __shfl_sync(0xffffffffu, corr, 8 * tig + 4);
-    const uint32_t pb0 = Mma::pack(p[0], p[1]);
-    const uint32_t pb1 = Mma::pack(p[2], p[3]);
+    float o[KS][4];
 #pragma unroll
     for (int mt = 0; mt < KS; ++mt) {
-      o[mt][0] *= corr_a;
-      o[mt][1] *= corr_b;
-      o[mt][2] *= corr_a;
-      o[mt][3] *= corr_b;
-      const int w = mt >> 1;
-      const unsigned sel = (mt & 1) ? 0x7632u : 0x5410u;  // element mt of two key rows, as one pair
-      Mma::run(o[mt], __byte_perm(vw[0][0][w], vw[1][0][w], sel), __byte_perm(vw[0][1][w], vw[1][1][w], sel),
-               __byte_perm(vw[2][0][w], vw[3][0][w], sel), __byte_perm(vw[2][1][w], vw[3][1][w], sel), pb0, pb1);
+      o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
     }
-  }
-  l_part += __shfl_xor_sync(0xffffffffu, l_part, 1);
-  l_part += __shfl_xor_sync(0xffffffffu, l_part, 2);
-  if (tig == 0 && gid < G) {
-    sm_m[warp][gid] = m_run;
-    sm_l[warp][gid] = l_part;
-  }
+    float m_run = mck_neg_inf();
+    float l_part = 0.0f;  // this lane's share of head gid's sum (its 4 keys of each tile)
+    for (int tb = t0 + warp * 16; tb < t_stop; tb += NW * 16) {
+      // K: rows tb + nt * 8 + gid, chunks j * 4 + tig. V: keys tb + {2c, 2c + 1, 8 + 2c, 9 + 2c} (c = tig),
+      // d-values [rho * KS, rho * KS + KS) for rho = gid and gid + 8.
+      uint32_t kf[2][KCH][4];
+      uint32_t vw[4][2][KS / 2];
 #pragma unroll
-  for (int mt = 0; mt < KS; ++mt) {
+      for (int nt = 0; nt < 2; ++nt) {
+        const int row = tb + nt * 8 + gid;
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int d = (gid + half * 8) * KS + mt;
-      if (2 * tig < G) {
-        sm_o[warp][2 * tig][d] = o[mt][2 * half];
+        for (int j = 0; j < KCH; ++j) {
+          mck_load_words<T, 8>(kbase + static_cast<long long>(row) * ks + (j * 4 + tig) * 8,
+                               1, true, row < t_stop, kf[nt][j]);
+        }
       }
-      if (2 * tig + 1 < G) {
-        sm_o[warp][2 * tig + 1][d] = o[mt][2 * half + 1];
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        const int row = tb + (kk >> 1) * 8 + 2 * tig + (kk & 1);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          mck_load_words<T, KS>(vbase + static_cast<long long>(row) * vs + (gid + h * 8) * KS,
+                                1, true, row < t_stop, vw[kk][h]);
+        }
+      }
+      float sc[2][4];
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+#pragma unroll
+        for (int st = 0; st < KS; ++st) {
+          const int j = st >> 1;
+          const int w = (st & 1) * 2;
+          Mma::run(sc[nt], qf[j][w], 0u, qf[j][w + 1], 0u, kf[nt][j][w], kf[nt][j][w + 1]);
+        }
+      }
+      // Head gid's scores for keys tb + 2c, 2c + 1, 8 + 2c, 9 + 2c; the other 12 keys are in lanes gid * 4 + ...
+      float p[4] = {sc[0][0] * qscale, sc[0][1] * qscale, sc[1][0] * qscale, sc[1][1] * qscale};
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        if (tb + (kk >> 1) * 8 + 2 * tig + (kk & 1) >= t_stop) {
+          p[kk] = mck_neg_inf();
+        }
+      }
+      float tmax = fmaxf(fmaxf(p[0], p[1]), fmaxf(p[2], p[3]));
+      tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+      tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+      const float m_new = fmaxf(m_run, tmax);  // finite: key tb is valid
+      const float corr = exp2f(m_run - m_new);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        p[kk] = exp2f(p[kk] - m_new);
+      }
+      l_part = l_part * corr + ((p[0] + p[1]) + (p[2] + p[3]));
+      m_run = m_new;
+      // O^T's columns are heads 2c and 2c + 1: their rescale factors live in lanes 8c and 8c + 4.
+      const float corr_a = __shfl_sync(0xffffffffu, corr, 8 * tig);
+      const float corr_b = __shfl_sync(0xffffffffu, corr, 8 * tig + 4);
+      const uint32_t pb0 = Mma::pack(p[0], p[1]);
+      const uint32_t pb1 = Mma::pack(p[2], p[3]);
+#pragma unroll
+      for (int mt = 0; mt < KS; ++mt) {
+        o[mt][0] *= corr_a;
+        o[mt][1] *= corr_b;
+        o[mt][2] *= corr_a;
+        o[mt][3] *= corr_b;
+        const int w = mt >> 1;
+        const unsigned sel = (mt & 1) ? 0x7632u : 0x5410u;  // element mt of two key rows, as one pair
+        Mma::run(o[mt], __byte_perm(vw[0][0][w], vw[1][0][w], sel), __byte_perm(vw[0][1][w], vw[1][1][w], sel),
+                 __byte_perm(vw[2][0][w], vw[3][0][w], sel), __byte_perm(vw[2][1][w], vw[3][1][w], sel), pb0, pb1);
       }
     }
-  }
+    l_part += __shfl_xor_sync(0xffffffffu, l_part, 1);
+    l_part += __shfl_xor_sync(0xffffffffu, l_part, 2);
+    if (tig == 0 && gid < G) {
+      sm_m[warp][gid] = m_run;
+      sm_l[warp][gid] = l_part;
+    }
+#pragma unroll
+    for (int mt = 0; mt < KS; ++mt) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int d = (gid + half * 8) * KS + mt;
+        if (2 * tig < G) {
+          sm_o[warp][2 * tig][d] = o[mt][2 * half];
+        }
+        if (2 * tig + 1 < G) {
+          sm_o[warp][2 * tig + 1][d] = o[mt][2 * half + 1];
+        }
+      }
+    }
   }
 } else {
   simt_loop();

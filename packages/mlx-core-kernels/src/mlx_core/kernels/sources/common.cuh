@@ -147,31 +147,31 @@ struct mck_mma_op {
   }
 };
 
-// N (even) consecutive 16-bit elements as N / 2 packed words: one 8- or 16-byte load when `fast` and N is
-// 4 or 8 (the caller checked alignment and unit stride), else N loads with element stride `stride`.
-// `valid` false: zeros, nothing read.
+// N (even) consecutive 16-bit elements as N / 2 packed words, for a caller that checked the row is 16-byte
+// aligned with unit stride: one 16- or 8-byte load for N = 8 or 4, element by element for other N (shapes
+// whose mma path is compiled but never runs). `valid` false: zeros, nothing read.
 template <typename U, int N>
-__device__ __forceinline__ void mck_load_words(const U* p, long long stride, bool fast, bool valid, uint32_t* w) {
+__device__ __forceinline__ void mck_load_words(const U* p, bool valid, uint32_t* w) {
   if (!valid) {
 #pragma unroll
     for (int i = 0; i < N / 2; ++i) {
       w[i] = 0u;
     }
-  } else if (fast && N == 8) {
+  } else if constexpr (N == 8) {
     const uint4 r = *reinterpret_cast<const uint4*>(p);
     w[0] = r.x;
     w[1] = r.y;
     w[2] = r.z;
     w[3] = r.w;
-  } else if (fast && N == 4) {
+  } else if constexpr (N == 4) {
     const uint2 r = *reinterpret_cast<const uint2*>(p);
     w[0] = r.x;
     w[1] = r.y;
   } else {
 #pragma unroll
     for (int i = 0; i < N / 2; ++i) {
-      const U lo = p[static_cast<long long>(2 * i) * stride];
-      const U hi = p[static_cast<long long>(2 * i + 1) * stride];
+      const U lo = p[2 * i];
+      const U hi = p[2 * i + 1];
       w[i] = static_cast<uint32_t>(*reinterpret_cast<const unsigned short*>(&lo)) |
           (static_cast<uint32_t>(*reinterpret_cast<const unsigned short*>(&hi)) << 16);
     }

@@ -314,7 +314,7 @@ if constexpr (USE_MMA) {
   uint32_t qf[KCH][4];
 #pragma unroll
   for (int j = 0; j < KCH; ++j) {
-    mck_load_words<T, 8>(sm_q + gid * DD + (j * 4 + tig) * 8, 1, true, gid < G, qf[j]);
+    mck_load_words<T, 8>(sm_q + gid * DD + (j * 4 + tig) * 8, gid < G, qf[j]);
   }
   if (!mma_path) {
     simt_loop();
@@ -336,8 +336,7 @@ if constexpr (USE_MMA) {
         const int row = tb + nt * 8 + gid;
 #pragma unroll
         for (int j = 0; j < KCH; ++j) {
-          mck_load_words<T, 8>(kbase + static_cast<long long>(row) * ks + (j * 4 + tig) * 8,
-                               1, true, row < t_stop, kf[nt][j]);
+          mck_load_words<T, 8>(kbase + static_cast<long long>(row) * ks + (j * 4 + tig) * 8, row < t_stop, kf[nt][j]);
         }
       }
 #pragma unroll
@@ -345,8 +344,7 @@ if constexpr (USE_MMA) {
         const int row = tb + (kk >> 1) * 8 + 2 * tig + (kk & 1);
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          mck_load_words<T, KS>(vbase + static_cast<long long>(row) * vs + (gid + h * 8) * KS,
-                                1, true, row < t_stop, vw[kk][h]);
+          mck_load_words<T, KS>(vbase + static_cast<long long>(row) * vs + (gid + h * 8) * KS, row < t_stop, vw[kk][h]);
         }
       }
       float sc[2][4];

@@ -14,6 +14,7 @@ launch overhead does not dominate. A failing variant prints its error and the ru
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import time
@@ -244,9 +245,9 @@ def bench_decode_attention(
         measure(rows, "decode_attn", label, variant, nbytes, compiled_chain(step, chain), q, args, 1, chain)
     if backend(dtype) != "cuda":
         return
-    from mlx_core.kernels.decode_attention import decode_attention_cuda
+    from mlx_core.kernels.decode_attention import _full_lengths, decode_attention_cuda
 
-    lengths = mx.array([length] * max(batch, 4), dtype=mx.int32)[:batch]
+    lengths = _full_lengths(batch, length)
 
     def simt(y: mx.array) -> mx.array:
         return decode_attention_cuda(y, k, v, scale, lengths, mma=False)
@@ -282,11 +283,6 @@ def attention_launch_shapes(batch: int, kv_heads: int, length: int, mma: bool) -
     return shapes
 
 
-def greedy_ops(logits: mx.array) -> mx.array:
-    """What a decode step runs without the kernel: log-softmax, then argmax (mlx-lm's order)."""
-    return mx.argmax(logits - mx.logsumexp(logits, axis=-1, keepdims=True), axis=-1).astype(mx.int32)
-
-
 def bench_greedy(rows: list[Row], batch: int, vocab: int, dtype: mx.Dtype, args: argparse.Namespace) -> None:
     """Greedy token from raw logits. Each call's token is added back to the logits (one small add, the
     same in every variant) so that the chained calls depend on each other.
@@ -295,6 +291,8 @@ def bench_greedy(rows: list[Row], batch: int, vocab: int, dtype: mx.Dtype, args:
     mx.eval(logits)
     n = logits.size * logits.itemsize
     label = f"{batch}x{vocab}"
+    # The ops a decode step runs without the kernel (log-softmax, then argmax): greedy_tokens' fallback.
+    greedy_ops = functools.partial(greedy_tokens, backend="fallback")
     compiled = mx.compile(greedy_ops)
 
     def chained(pick: Callable[[mx.array], mx.array]) -> Callable[[mx.array], mx.array]:

@@ -32,7 +32,7 @@ from mlx_core.kernels._validate import require_array, require_eps, require_float
 from mlx_core.kernels.backend import resolve_backend
 from mlx_core.kernels.swiglu import fused_swiglu
 
-__all__ = ["fused_matvec", "matvec_cuda", "matvec_kernel_supports"]
+__all__ = ["checked_matvec_args", "fused_matvec", "matvec_cuda", "matvec_kernel_supports"]
 
 _MAX_ROWS = 8
 _SHARED_BYTES = 40 * 1024
@@ -48,7 +48,7 @@ def _cuda_kernel() -> Any:
         input_names=["x", "w", "scales", "biases", "norm_w", "residual", "params"],
         output_names=["y"],
         source=kernel_source("matvec.cu"),
-        header=kernel_source("common.cuh"),
+        header=kernel_source("common.cuh") + kernel_source("matvec_block.cuh"),
         ensure_row_contiguous=True,
     )
 
@@ -211,36 +211,19 @@ def _check_quantization(
     return bits
 
 
-def fused_matvec(
-    x: mx.array,
-    weight: mx.array,
-    scales: mx.array | None = None,
-    biases: mx.array | None = None,
-    *,
-    bits: int | None = None,
-    group_size: int = 64,
-    norm_weight: mx.array | None = None,
-    eps: float = 1e-6,
-    residual: mx.array | None = None,
-    swiglu: bool = False,
-    backend: str | None = None,
-) -> mx.array:
-    """``epilogue(W @ prologue(x))`` over the last axis of ``x``, in one kernel on CUDA.
-
-    Args:
-        x: activations ``[..., I]`` (float32, float16 or bfloat16).
-        weight: ``[O, I]`` in ``x``'s dtype, or packed ``uint32`` ``[O, I * bits / 32]`` with ``scales``
-            and ``biases`` ``[O, I / group_size]`` (``mx.quantize``'s affine mode).
-        bits, group_size: the quantization (``bits`` required with ``scales``).
-        norm_weight: ``[I]``: apply ``mx.fast.rms_norm(x, norm_weight, eps)`` first.
-        residual: ``[..., O]``: return ``residual + W @ x``.
-        swiglu: ``W``'s first ``O / 2`` rows are the gate, the rest the up projection: return
-            ``silu(gate) * up`` (``[..., O / 2]``). Excludes ``residual``.
-        backend: ``None``/``"auto"``, ``"fallback"`` (MLX ops), ``"cuda"``.
-
-    Returns:
-        ``[..., O]`` (``[..., O / 2]`` with ``swiglu``) in ``x``'s dtype.
-    """
+def checked_matvec_args(
+    x: Any,
+    weight: Any,
+    scales: Any,
+    biases: Any,
+    bits: Any,
+    group_size: Any,
+    norm_weight: Any,
+    eps: Any,
+    residual: Any,
+    swiglu: bool,
+) -> tuple[mx.array, mx.array, int | None, mx.array | None, float, mx.array | None]:
+    """Validate `fused_matvec`'s arguments; return ``(x, weight, bits, norm_weight, eps, residual)``."""
     x = require_array("x", x)
     weight = require_array("weight", weight)
     require_float("x", x)
@@ -283,6 +266,44 @@ def fused_matvec(
                 f"residual must be {(*lead, out_features)} in {x.dtype}, got {tuple(residual.shape)} "
                 f"{residual.dtype}."
             )
+    return x, weight, q_bits, norm_weight, eps, residual
+
+
+def fused_matvec(
+    x: mx.array,
+    weight: mx.array,
+    scales: mx.array | None = None,
+    biases: mx.array | None = None,
+    *,
+    bits: int | None = None,
+    group_size: int = 64,
+    norm_weight: mx.array | None = None,
+    eps: float = 1e-6,
+    residual: mx.array | None = None,
+    swiglu: bool = False,
+    backend: str | None = None,
+) -> mx.array:
+    """``epilogue(W @ prologue(x))`` over the last axis of ``x``, in one kernel on CUDA.
+
+    Args:
+        x: activations ``[..., I]`` (float32, float16 or bfloat16).
+        weight: ``[O, I]`` in ``x``'s dtype, or packed ``uint32`` ``[O, I * bits / 32]`` with ``scales``
+            and ``biases`` ``[O, I / group_size]`` (``mx.quantize``'s affine mode).
+        bits, group_size: the quantization (``bits`` required with ``scales``).
+        norm_weight: ``[I]``: apply ``mx.fast.rms_norm(x, norm_weight, eps)`` first.
+        residual: ``[..., O]``: return ``residual + W @ x``.
+        swiglu: ``W``'s first ``O / 2`` rows are the gate, the rest the up projection: return
+            ``silu(gate) * up`` (``[..., O / 2]``). Excludes ``residual``.
+        backend: ``None``/``"auto"``, ``"fallback"`` (MLX ops), ``"cuda"``.
+
+    Returns:
+        ``[..., O]`` (``[..., O / 2]`` with ``swiglu``) in ``x``'s dtype.
+    """
+    x, weight, q_bits, norm_weight, eps, residual = checked_matvec_args(
+        x, weight, scales, biases, bits, group_size, norm_weight, eps, residual, swiglu
+    )
+    lead = x.shape[:-1]
+    in_features = x.shape[-1]
     rows = math.prod(lead)
     impl = resolve_backend(backend, x.dtype)
     if impl == "cuda" and matvec_kernel_supports(rows, in_features, x.dtype, q_bits, group_size):

@@ -7,7 +7,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 import pytest
-from mlx_core.kernels import decode_attention_append, decode_attention_qkv
+from mlx_core.kernels import OutputProjection, decode_attention_append, decode_attention_qkv
 
 D = 16
 S = 12  # cache capacity
@@ -301,6 +301,56 @@ def test_counters_do_not_change_the_result_off_cuda() -> None:
     with_counters = decode_attention_qkv(**_good(), counters=counters)[0]
     np.testing.assert_array_equal(np.array(with_counters), np.array(plain))
     assert not np.array(counters).any()
+
+
+@pytest.mark.parametrize("quantized", [False, True], ids=["dense", "q4"])
+def test_output_projection_is_residual_plus_o_proj(quantized: bool) -> None:
+    """``output_projection`` returns ``residual + W_o @ attention`` (float64 reference) in place of the
+    attention, with the caches and the next position unchanged."""
+    rng = np.random.default_rng(7)
+    args = _good()
+    hidden, width = 24, 4 * D
+    weight = mx.array(rng.standard_normal((hidden, width)).astype(np.float32) * width**-0.5)
+    residual = mx.array(rng.standard_normal((1, 1, hidden)).astype(np.float32))
+    if quantized:
+        packed, scales, biases = mx.quantize(weight, group_size=32, bits=4)
+        proj = OutputProjection(packed, residual, scales, biases, bits=4, group_size=32)
+        weight = mx.dequantize(packed, scales, biases, group_size=32, bits=4)
+    else:
+        proj = OutputProjection(weight, residual)
+    plain = decode_attention_qkv(**_good())
+    projected = decode_attention_qkv(**args, output_projection=proj)
+    want = f64(residual) + f64(plain[0]) @ f64(weight).T
+    assert projected[0].shape == (1, 1, hidden)
+    np.testing.assert_allclose(f64(projected[0]), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.array(projected[1]), np.array(plain[1]))
+    assert projected[3].item() == plain[3].item() == 4
+
+
+def _projection(**change: Any) -> OutputProjection:
+    fields = {"weight": mx.zeros((24, 4 * D)), "residual": mx.zeros((1, 1, 24)), **change}
+    return OutputProjection(**fields)
+
+
+@pytest.mark.parametrize(
+    ("proj", "error", "match"),
+    [
+        ((mx.zeros((24, 4 * D)), mx.zeros((1, 1, 24))), TypeError, "must be an OutputProjection, got tuple"),
+        (_projection(weight=mx.zeros((24, 4 * D + 1))), ValueError, r"does not take x's 64 features"),
+        (
+            _projection(weight=mx.zeros((24, 4 * D), dtype=mx.float16)),
+            TypeError,
+            "weight dtype .*float16 differs",
+        ),
+        (_projection(residual=mx.zeros((1, 1, 23))), ValueError, r"residual must be \(1, 1, 24\)"),
+        (_projection(residual=mx.zeros((1, 24))), ValueError, r"residual must be \(1, 1, 24\)"),
+        (_projection(bits=4), ValueError, "biases/bits given without scales"),
+        (_projection(scales=mx.zeros((24, 2))), TypeError, "biases must be an mx.array, got NoneType"),
+    ],
+)
+def test_output_projection_errors(proj: Any, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        decode_attention_qkv(**_good(), output_projection=proj)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 import pytest
-from mlx_core.kernels import decode_attention_qkv
+from mlx_core.kernels import OutputProjection, decode_attention_qkv, fused_matvec
 
 pytestmark = [
     pytest.mark.gpu,
@@ -103,3 +103,48 @@ def test_folded_merge_matches_two_launches_and_leaves_counters_zero(
         np.testing.assert_allclose(f32(folded[0]), f32(plain[0]), rtol=1e-2, atol=1e-2)
         assert folded[3].item() == pos + step + 1
         assert not np.array(counters).any(), f"counters not reset after step {step}: {np.array(counters)}"
+
+
+@pytest.mark.parametrize("bits", [None, 4, 8])
+@pytest.mark.parametrize(
+    ("b", "hq", "hkv", "d", "hidden", "pos"),
+    [(1, 32, 8, 64, 2048, 600), (1, 16, 8, 128, 1024, 37), (2, 8, 2, 128, 512, 300), (1, 4, 4, 64, 256, 0)],
+)
+def test_output_projection_in_the_same_launch(
+    b: int, hq: int, hkv: int, d: int, hidden: int, pos: int, bits: int | None
+) -> None:
+    """With counters for its tickets the kernel applies o_proj + residual itself: bit-identical to the
+    attention followed by `fused_matvec`, over consecutive steps, with the counters back at zero."""
+    dtype = mx.bfloat16
+    cap = pos + 9
+    first = [rand((b, hkv, cap, d), dtype, 12), rand((b, hkv, cap, d), dtype, 22)]
+    mx.eval(first)
+    caches = [first, [first[0] + 0, first[1] + 0]]
+    inv = mx.array((1.0 / (5e5 ** (np.arange(0, d, 2) / d))).astype(np.float32))
+    kw = {"n_heads": hq, "rope_inv_freq": inv, "backend": BACKEND}
+    dense = rand((hidden, hq * d), dtype, 60) * (hq * d) ** -0.5
+    quant = (
+        {}
+        if bits is None
+        else dict(zip(("scales", "biases"), mx.quantize(dense, group_size=64, bits=bits)[1:], strict=True))
+    )
+    weight = dense if bits is None else mx.quantize(dense, group_size=64, bits=bits)[0]
+    mx.eval(caches, weight, quant)
+    counters = [mx.array(np.zeros(b * hkv, dtype=np.int32)), mx.array(np.zeros(b * hkv + 3, dtype=np.int32))]
+    for step in range(3):
+        qkv = rand((b, 1, (hq + 2 * hkv) * d), dtype, 70 + step)
+        residual = rand((b, 1, hidden), dtype, 80 + step)
+        attn = decode_attention_qkv(qkv, *caches[0], pos + step, d**-0.5, counters=counters[0], **kw)
+        want = fused_matvec(attn[0], weight, **quant, bits=bits, residual=residual, backend=BACKEND)
+        proj = OutputProjection(weight, residual, quant.get("scales"), quant.get("biases"), bits)
+        got = decode_attention_qkv(
+            qkv, *caches[1], pos + step, d**-0.5, counters=counters[1], output_projection=proj, **kw
+        )
+        mx.eval(want, got)
+        assert got[0].shape == (b, 1, hidden)
+        np.testing.assert_array_equal(f32(got[0]), f32(want))
+        np.testing.assert_array_equal(f32(got[1]), f32(attn[1]))
+        assert got[3].item() == pos + step + 1
+        assert not np.array(counters[1]).any(), (
+            f"counters not reset after step {step}: {np.array(counters[1])}"
+        )

@@ -2,7 +2,12 @@
 Metal and CPU."""
 
 from mlx_core.kernels.backend import ENV_VAR, Backend, backend, clear_backend_cache
-from mlx_core.kernels.decode_attention import decode_attention, decode_attention_append, decode_attention_qkv
+from mlx_core.kernels.decode_attention import (
+    OutputProjection,
+    decode_attention,
+    decode_attention_append,
+    decode_attention_qkv,
+)
 from mlx_core.kernels.greedy import greedy_tokens
 from mlx_core.kernels.matvec import fused_matvec
 from mlx_core.kernels.modulate import fused_modulate
@@ -11,6 +16,7 @@ from mlx_core.kernels.swiglu import fused_swiglu
 __all__ = [
     "ENV_VAR",
     "Backend",
+    "OutputProjection",
     "backend",
     "clear_backend_cache",
     "decode_attention",

@@ -22,6 +22,7 @@ from mlx_core.kernels._scalars import kernel_scalars
 from mlx_core.kernels._sources import kernel_source
 from mlx_core.kernels._validate import require_array, require_eps, require_float
 from mlx_core.kernels.backend import resolve_backend
+from mlx_core.kernels.matvec import checked_matvec_args, fused_matvec, matvec_kernel_supports
 
 _WARPS = 4
 _MAX_WARPS = 8
@@ -35,6 +36,7 @@ _MIN_KEYS_PER_SPLIT = 32
 _MAX_SPLITS = 256
 _MMA_TARGET_WARPS = 1056
 _MAX_REGS = 64  # G * D / 32 floats of accumulator per lane (and G * D * 16 bytes of shared memory)
+_O_ROWS_PER_WARP = 1  # output-projection rows per warp (4-bit Llama-3.2-1B: 1 and 2 within 0.3 µs per layer)
 
 ValidLength = int | mx.array | None
 
@@ -55,10 +57,14 @@ def _partial_kernel() -> Any:
             "k_norm",
             "inv_freq",
             "counters",
+            "o_w",
+            "o_scales",
+            "o_biases",
+            "o_residual",
         ],
-        output_names=["part_o", "part_ml", "next_pos", "out"],
+        output_names=["part_o", "part_ml", "next_pos", "out", "h"],
         source=kernel_source("decode_attention_partial.cu"),
-        header=kernel_source("common.cuh"),
+        header=kernel_source("common.cuh") + kernel_source("matvec_block.cuh"),
         ensure_row_contiguous=False,
     )
 
@@ -128,6 +134,24 @@ class TokenPrep:
     input_scale: float
 
 
+@dataclass(frozen=True)
+class OutputProjection:
+    """The attention's output projection, ``residual + W @ attention``, for `decode_attention_qkv` to fold in.
+
+    ``weight`` is a bias-free o_proj: ``[O, Hq * D]`` in the activation dtype, or packed ``uint32`` with
+    ``scales``/``biases`` (``mx.quantize``'s affine mode, ``bits``, ``group_size``); ``residual`` is
+    ``[B, 1, O]`` (the block's input). The same computation as ``fused_matvec(out, weight, scales, biases,
+    bits=bits, group_size=group_size, residual=residual)``.
+    """
+
+    weight: mx.array
+    residual: mx.array
+    scales: mx.array | None = None
+    biases: mx.array | None = None
+    bits: int | None = None
+    group_size: int = 64
+
+
 def decode_attention_cuda(
     q: mx.array,
     k: mx.array,
@@ -173,11 +197,14 @@ def _launch(
     append: tuple[mx.array, mx.array] | None = None,
     packed: tuple[int, TokenPrep] | None = None,
     counters: mx.array | None = None,
+    oproj: OutputProjection | None = None,
 ) -> tuple[mx.array, mx.array]:
     """Both passes; returns the output and (meaningful when packed) the int32 ``[4]`` position + 1.
 
     With ``counters`` (int32, >= B * Hkv entries, zero) pass 1's last block per kv head merges the splits
-    (one launch instead of two) and leaves the counters zero; ``init_value`` is then not used.
+    (one launch instead of two) and leaves the counters zero; ``init_value`` is then not used. With
+    ``oproj`` too (validated, covered by the matvec kernel; counters >= B * Hkv + 3) the same launch
+    applies the output projection and the output is ``[B, 1, O]``.
     """
     b, d = q.shape[0], k.shape[3]
     hkv, lk = k.shape[1], k.shape[2]
@@ -193,7 +220,11 @@ def _launch(
     params = kernel_scalars(
         (float(scale), prep.eps, prep.input_scale) if prep is not None else (float(scale),)
     )
-    part_o, part_ml, next_pos, folded = _partial_kernel()(
+    fold_proj = oproj if counters is not None else None
+    o_rows = _O_ROWS_PER_WARP
+    o_out = fold_proj.weight.shape[0] if fold_proj is not None else 0
+    o_blocks = -(-o_out // (warps * o_rows))
+    part_o, part_ml, next_pos, folded, projected = _partial_kernel()(
         inputs=[
             q,
             k,
@@ -206,6 +237,10 @@ def _launch(
             prep.k_norm if prep is not None and prep.k_norm is not None else q,
             prep.inv_freq if prep is not None and prep.inv_freq is not None else params,
             counters if counters is not None else lengths,  # unread placeholder without FOLD
+            fold_proj.weight if fold_proj is not None else q,  # unread placeholders without OPROJ
+            fold_proj.scales if fold_proj is not None and fold_proj.scales is not None else q,
+            fold_proj.biases if fold_proj is not None and fold_proj.biases is not None else q,
+            fold_proj.residual if fold_proj is not None else q,
         ],
         template=[
             ("T", q.dtype),
@@ -219,17 +254,27 @@ def _launch(
             ("ROPE", prep.rope if prep is not None else 0),
             ("FOLD", counters is not None),
             ("MMA", mma),
+            ("OPROJ", fold_proj is not None),
+            ("O_IN", hq * d),
+            ("O_OUT", o_out),
+            ("O_NB", b),
+            ("O_QB", (fold_proj.bits or 0) if fold_proj is not None else 0),
+            ("O_GS", fold_proj.group_size if fold_proj is not None else 64),
+            ("O_RPW", o_rows),
         ],
-        grid=(b * hkv * splits * warps * 32, 1, 1),
+        grid=((b * hkv * splits + o_blocks) * warps * 32, 1, 1),
         threadgroup=(warps * 32, 1, 1),
-        output_shapes=[  # next_pos (and the unwritten out without FOLD) >= 16 bytes: see _scalars
+        output_shapes=[  # next_pos (and the unwritten out / h) >= 16 bytes: see _scalars
             (b, hq, splits, d),
             (b, hq, splits, 2),
             (4,),
             (b, 1, hq * d) if counters is not None else (16 // q.dtype.size,),
+            (b, 1, o_out) if fold_proj is not None else (16 // q.dtype.size,),
         ],
-        output_dtypes=[mx.float32, mx.float32, mx.int32, q.dtype],
+        output_dtypes=[mx.float32, mx.float32, mx.int32, q.dtype, q.dtype],
     )
+    if fold_proj is not None:
+        return projected, next_pos
     if counters is not None:
         return (folded if packed is not None else folded.reshape(b, hq, 1, d)), next_pos
     threads = max(d, 32)  # per split group; groups of threads share a row's splits
@@ -436,6 +481,7 @@ def decode_attention_qkv(
     rope_traditional: bool = False,
     rope_input_scale: float = 1.0,
     counters: mx.array | None = None,
+    output_projection: OutputProjection | None = None,
     backend: str | None = None,
 ) -> tuple[mx.array, mx.array, mx.array, mx.array]:
     """Decode attention straight from a fused q/k/v projection: prepare, append and attend in one kernel.
@@ -453,7 +499,11 @@ def decode_attention_qkv(
     rule as :func:`decode_attention_append`). ``counters`` (optional: an evaluated, zeroed int32 ``[N]``
     array with ``N >= B * Hkv`` that the caller owns, e.g. `StaticKVCache.kernel_counters`) lets the
     kernel's last block per kv head do the merge, saving the second launch; the kernel leaves it zero.
-    Launches that may run concurrently must not share it (one per cache is safe). Elsewhere it is the
+    Launches that may run concurrently must not share it (one per cache is safe).
+    ``output_projection`` (an `OutputProjection`) applies the attention's output projection and residual
+    add: the first result is then ``residual + W_o @ out`` ``[B, 1, O]``. With ``counters`` of at least
+    ``B * Hkv + 3`` entries the CUDA kernel does it in the same launch (its last blocks wait for the
+    merged heads), saving a launch per layer; otherwise `fused_matvec` runs after it. Elsewhere it is the
     same computation as MLX ops (``mx.fast.rms_norm``, ``mx.fast.rope``, ``mx.slice_update``,
     ``mx.fast`` attention).
     """
@@ -494,12 +544,25 @@ def decode_attention_qkv(
                 f"counters must be a zeroed int32 [N] array with N >= B * Hkv = {b * hkv}, got "
                 f"{tuple(counters.shape)} {counters.dtype}."
             )
+    proj = _checked_projection(output_projection, b, n_heads * d, qkv.dtype)
     impl = resolve_backend(backend, qkv.dtype)
     if impl == "cuda" and _kernel_covers(n_heads, k_cache) and (rope != 2 or (d // 32) % 2 == 0):
         prep = TokenPrep(q_norm, k_norm, eps, rope, rope_inv_freq, float(rope_input_scale))
-        out, next_pos = _launch(
-            qkv, k_cache, v_cache, float(scale), pos.reshape(1), packed=(n_heads, prep), counters=counters
+        fold_proj = (
+            proj if proj is not None and _projection_folds(proj, counters, b, hkv, n_heads * d) else None
         )
+        out, next_pos = _launch(
+            qkv,
+            k_cache,
+            v_cache,
+            float(scale),
+            pos.reshape(1),
+            packed=(n_heads, prep),
+            counters=counters,
+            oproj=fold_proj,
+        )
+        if proj is not None and fold_proj is None:
+            out = _project(out, proj)
         return out, k_cache, v_cache, next_pos[:1].reshape(pos.shape)
     q, k, v = mx.split(qkv, [n_heads * d, (n_heads + hkv) * d], axis=-1)
     q = q.reshape(b, 1, n_heads, d)
@@ -517,4 +580,54 @@ def decode_attention_qkv(
             for a in (q, k)
         )
     out, k_cache, v_cache = decode_attention_append(q, k_cache, v_cache, k, v, pos, scale, backend="fallback")
-    return out.transpose(0, 2, 1, 3).reshape(b, 1, n_heads * d), k_cache, v_cache, pos + 1
+    out = out.transpose(0, 2, 1, 3).reshape(b, 1, n_heads * d)
+    if proj is not None:
+        out = _project(out, proj, backend="fallback")
+    return out, k_cache, v_cache, pos + 1
+
+
+def _checked_projection(proj: Any, batch: int, in_features: int, dtype: mx.Dtype) -> OutputProjection | None:
+    """Validate an `OutputProjection` against the attention output ``[B, 1, in_features]``."""
+    if proj is None:
+        return None
+    if not isinstance(proj, OutputProjection):
+        raise TypeError(f"output_projection must be an OutputProjection, got {type(proj).__name__}.")
+    stand_in = mx.zeros((batch, 1, in_features), dtype=dtype)  # never evaluated: shapes and dtype only
+    checked_matvec_args(
+        stand_in,
+        proj.weight,
+        proj.scales,
+        proj.biases,
+        proj.bits,
+        proj.group_size,
+        None,
+        0.0,
+        proj.residual,
+        False,
+    )
+    return proj
+
+
+def _projection_folds(
+    proj: OutputProjection, counters: mx.array | None, batch: int, kv_heads: int, in_features: int
+) -> bool:
+    """Whether the CUDA kernel can apply ``proj`` itself: counters for the fold and the launch's work tickets,
+    and shapes the matvec kernel covers."""
+    return (
+        counters is not None
+        and counters.size >= batch * kv_heads + 3
+        and matvec_kernel_supports(batch, in_features, proj.residual.dtype, proj.bits, proj.group_size)
+    )
+
+
+def _project(out: mx.array, proj: OutputProjection, backend: str | None = None) -> mx.array:
+    return fused_matvec(
+        out,
+        proj.weight,
+        proj.scales,
+        proj.biases,
+        bits=proj.bits,
+        group_size=proj.group_size,
+        residual=proj.residual,
+        backend=backend,
+    )

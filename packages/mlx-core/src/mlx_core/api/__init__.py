@@ -164,6 +164,7 @@ from mlx_core.generate import (
 from mlx_core.kernels import (
     ENV_VAR,
     Backend,
+    OutputProjection,
     backend,
     clear_backend_cache,
     decode_attention,
@@ -271,6 +272,7 @@ __all__ = [
     "ModelOutput",
     "ModelOutputError",
     "Offset",
+    "OutputProjection",
     "PickleCheckpointError",
     "PromptError",
     "PromptLookupDrafter",

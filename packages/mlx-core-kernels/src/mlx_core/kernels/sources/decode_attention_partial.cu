@@ -14,20 +14,62 @@
 // wants them updated; no other block of this launch reads that row from memory).
 // Outputs: part_o [B, Hq, splits, D] float32 (unnormalised), part_ml [B, Hq, splits, 2] float32
 //          (running max in log2 units, sum of exponentials), next_pos [4] int32 (PACKED: [0] = position + 1),
-//          out [B, Hq * D] T (FOLD: the merged result, as pass 2 writes it; else unwritten).
-// FOLD: counters [>= B * Hkv] int32, zero before the launch and after it (see the end of the kernel).
+//          out [B, Hq * D] T (FOLD: the merged result, as pass 2 writes it; else unwritten), h (OPROJ).
+// FOLD: counters [>= B * Hkv, + 3 with OPROJ] int32, zero before the launch and after it (see the end of the
+// kernel).
+// OPROJ (needs FOLD; header: matvec_block.cuh): the launch also computes the output projection,
+// h = o_residual + W_o . out ([O_NB, O_OUT] T; W_o dense T [O_OUT, O_IN] or affine-quantized uint32 with
+// o_scales / o_biases, O_QB bits in groups of O_GS), in O_BLOCKS more blocks of O_RPW rows per warp, saving
+// a launch per layer. Blocks take work in the order they start (a ticket from counters[B * Hkv]): attention
+// items first, so an output block, which waits until every kv head is merged (counters[B * Hkv + 1]), only
+// ever waits for blocks that are already running; the last output block to finish resets the counters.
 // Template: T, G (query heads per kv head), EPL (D / 32 elements per lane), NW (warps per block), RIF (key
 //           rows each warp has in flight), APPEND, PACKED, QK_NORM, ROPE, FOLD, MMA (tensor-core key loop:
-//           T bf16/fp16, G <= 8, D 64 or 128; sm_80+, else the SIMT loop is compiled instead).
-// Launch: grid = (B * Hkv * splits * NW * 32, 1, 1), threadgroup = (NW * 32, 1, 1). One block per
-// (batch, kv head, split): each K/V row is read once and used for all G query heads of the group.
+//           T bf16/fp16, G <= 8, D 64 or 128; sm_80+, else the SIMT loop is compiled instead), OPROJ, O_IN
+//           (Hq * D), O_OUT, O_NB (B), O_QB (0: dense), O_GS, O_RPW.
+// Launch: grid = ((B * Hkv * splits + O_BLOCKS) * NW * 32, 1, 1), threadgroup = (NW * 32, 1, 1). One block
+// per (batch, kv head, split): each K/V row is read once and used for all G query heads of the group.
 constexpr int DD = EPL * 32;
 const int B = queries_shape[0];
 const int Hkv = keys_shape[1];
 const int Hq = G * Hkv;
 const int Lk = keys_shape[2];
-const int splits = static_cast<int>(gridDim.x) / (B * Hkv);
-const int blk = static_cast<int>(blockIdx.x);
+constexpr int O_BLOCKS = OPROJ ? (O_OUT + NW * O_RPW - 1) / (NW * O_RPW) : 0;
+const int splits = (static_cast<int>(gridDim.x) - O_BLOCKS) / (B * Hkv);
+int blk = static_cast<int>(blockIdx.x);
+if constexpr (OPROJ) {
+  // counters[B * Hkv + 0]: tickets taken, + 1: kv heads merged, + 2: output blocks done.
+  int* const launch_ctr = const_cast<int*>(counters) + B * Hkv;
+  __shared__ int sm_ticket;
+  if (threadIdx.x == 0) {
+    sm_ticket = atomicAdd(launch_ctr, 1);
+  }
+  __syncthreads();
+  blk = sm_ticket;
+  if (blk >= B * Hkv * splits) {
+    // Output projection: issue the first weight loads, wait until every kv head's `out` is written, then
+    // read it through L2 (other blocks of this launch wrote it).
+    auto wait_for_heads = [&]() {
+      if (threadIdx.x == 0) {
+        while (*static_cast<volatile int*>(launch_ctr + 1) < B * Hkv) {
+          __nanosleep(64);
+        }
+        __threadfence();
+      }
+      __syncthreads();
+    };
+    mck_matvec_block<T, O_IN, O_OUT, O_NB, O_QB, O_GS, false, 1, NW, O_RPW, true>(
+        static_cast<unsigned int>(blk - B * Hkv * splits), out, o_w, o_scales, o_biases, static_cast<const T*>(nullptr),
+        o_residual, params, h, wait_for_heads);
+    __syncthreads();
+    if (threadIdx.x == 0 && atomicAdd(launch_ctr + 2, 1) == O_BLOCKS - 1) {
+      atomicExch(launch_ctr, 0);  // every block has taken its ticket and no block waits any more
+      atomicExch(launch_ctr + 1, 0);
+      atomicExch(launch_ctr + 2, 0);
+    }
+    return;
+  }
+}
 const int bkv = blk / splits;
 const int split = blk - bkv * splits;
 const int b = bkv / Hkv;
@@ -525,6 +567,13 @@ if constexpr (FOLD) {
         out[hrow * DD + lane * EPL + i] = static_cast<T>(o[i] * inv_sum);
       }
       __syncwarp();  // the next head of this warp rewrites fold_w[warp]
+    }
+    if constexpr (OPROJ) {
+      __threadfence();  // this kv head's `out` is visible before it is counted as merged
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        atomicAdd(const_cast<int*>(counters) + B * Hkv + 1, 1);
+      }
     }
   }
 }

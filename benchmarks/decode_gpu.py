@@ -276,23 +276,32 @@ def bench_config(cfg: Config, args: argparse.Namespace, on_gpu: bool) -> list[tu
         variants.append(("ref model compiled", reference))
         fused_model: list[nn.Module] = []
 
-        def reference_fused(mode: str, greedy_kernel: bool = False) -> tuple[list[int], float]:
+        def reference_fused(
+            mode: str, greedy_kernel: bool = False, fold_o: bool = True
+        ) -> tuple[list[int], float]:
             from mlx_core.generate import clear_compiled_steps, make_sampler
             from mlx_core.kernels import greedy_tokens
             from mlx_core.models import fuse_projections
-            from mlx_core.models.fused_decode import fused_decode
+            from mlx_core.models import fused_decode as fd
 
             if not fused_model:
                 fused_model.append(fuse_projections(build_reference_model(cfg, model)))
-            clear_compiled_steps()  # traces are per model: the mode changes what is traced
+            clear_compiled_steps()  # traces are per model: the mode and the o_proj fold change them
             sampler = make_sampler(0.0, greedy=greedy_tokens) if greedy_kernel else None
-            with fused_decode(mode):
-                return run_ours(fused_model[0], prompt, n, True, sampler)
+            default_fold, fd.FOLD_O_PROJ = fd.FOLD_O_PROJ, fold_o
+            try:
+                with fd.fused_decode(mode):
+                    return run_ours(fused_model[0], prompt, n, True, sampler)
+            finally:
+                fd.FOLD_O_PROJ = default_fold
 
         variants.append(("ref model, fused proj only", lambda: reference_fused("never")))
         variants.append(("ref model, fused decode", lambda: reference_fused("auto")))
         # what the CLI runs: greedy steps sample with mlx_core.kernels.greedy_tokens
         variants.append(("ref model, fused decode+greedy kernel", lambda: reference_fused("auto", True)))
+        variants.append(
+            ("ref model, fused decode, o_proj apart", lambda: reference_fused("auto", fold_o=False))
+        )
     if args.variants:
         keep = [v.strip() for v in args.variants.split(",") if v.strip()]
         variants = [v for v in variants if v[0].startswith("mlx-lm") or any(k in v[0] for k in keep)]

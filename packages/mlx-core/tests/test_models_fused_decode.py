@@ -59,14 +59,17 @@ def build(random_model: Callable[..., Model]) -> Callable[..., Model]:
 
 
 class Counter:
-    """Counts calls of the fused attention (i.e. layers that took the fused path)."""
+    """Counts calls of the fused attention (i.e. layers that took the fused path) and those that asked it
+    to apply o_proj too."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls = 0
+        self.projected = 0
         original = fd.decode_attention_qkv
 
         def counted(*args: Any, **kwargs: Any) -> Any:
             self.calls += 1
+            self.projected += kwargs.get("output_projection") is not None
             return original(*args, **kwargs)
 
         monkeypatch.setattr(fd, "decode_attention_qkv", counted)
@@ -98,9 +101,25 @@ def test_fused_logits_match_the_layer_code(
     counter = Counter(monkeypatch)
     got = deferred_logits(model, tokens, "always")
     assert counter.calls == BASE["num_hidden_layers"] * 8  # every layer of every step
+    # A dense o_proj rides on the attention call; a quantized one is a matvec of its own.
+    assert counter.projected == (0 if quantize else counter.calls)
     # Same ops in the same order; only RoPE's angles come from a float32 table instead of base/freqs.
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4 * np.abs(want).max())
     assert np.abs(want).max() > 1.0
+
+
+def test_o_proj_apart_gives_the_same_logits(
+    monkeypatch: pytest.MonkeyPatch, build: Callable[..., Model]
+) -> None:
+    """``FOLD_O_PROJ = False`` keeps o_proj a matvec of its own: same logits, no projection requested."""
+    model = build(CONFIGS["qwen3"], seed=4)
+    tokens = np.random.default_rng(5).integers(0, BASE["vocab_size"], size=10)
+    folded = deferred_logits(model, tokens, "always")
+    monkeypatch.setattr(fd, "FOLD_O_PROJ", False)
+    counter = Counter(monkeypatch)
+    apart = deferred_logits(model, tokens, "always")
+    assert counter.calls == BASE["num_hidden_layers"] * 4 and counter.projected == 0
+    np.testing.assert_array_equal(apart, folded)
 
 
 @pytest.mark.parametrize("name", ["qwen3", "llama3-rope"])

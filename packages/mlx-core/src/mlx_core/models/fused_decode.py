@@ -1,4 +1,4 @@
-"""Fused decode path of the Llama family: five kernels per layer instead of about twenty.
+"""Fused decode path of the Llama family: four or five kernels per layer instead of about twenty.
 
 A decode step (one token) of a small model is bound by the number of kernels, not by the bytes they
 read: on an H100 each kernel costs ~5 µs of launch and ramp-up, and an unfused Llama-family block launches
@@ -6,18 +6,23 @@ about twenty (two RMSNorms, five matvecs, q/k-norm, two RoPEs, attention and its
 With q/k/v and gate/up fused (`mlx_core.models.fusion.fuse_projections`) a block here is:
 
 1. ``qkv = W_qkv @ rms_norm(x)``                                   (`fused_matvec`, norm prologue)
-2. q/k-norm + RoPE + append to the cache + split-K attention      (`decode_attention_qkv`, one kernel
-   whose last block per kv head merges the splits, with the cache's `kernel_counters`)
-3. ``h = x + W_o @ attn``                                          (`fused_matvec`, residual epilogue)
-4. ``a = silu(gate) * up`` of ``W_gate_up @ rms_norm(h)``          (`fused_matvec`, norm + SwiGLU)
-5. ``h + W_down @ a``                                              (`fused_matvec`, residual epilogue)
+2. q/k-norm + RoPE + append to the cache + split-K attention,     (`decode_attention_qkv`, one kernel
+   then ``h = x + W_o @ attn``                                     whose last block per kv head merges the
+                                                                   splits, with the cache's
+                                                                   `kernel_counters`, and whose last blocks
+                                                                   apply a dense o_proj once every head is
+                                                                   merged; a quantized o_proj is a
+                                                                   `fused_matvec` of its own)
+3. ``a = silu(gate) * up`` of ``W_gate_up @ rms_norm(h)``          (`fused_matvec`, norm + SwiGLU)
+4. ``h + W_down @ a``                                              (`fused_matvec`, residual epilogue)
 
 and the final norm rides on the output projection. The path is taken for one-token steps over a
 `StaticKVCache` inside `StaticKVCache.deferred_append` (the compiled decode step of `mlx_core.generate`),
 whose buffers the kernel may append to in place. Every other call, layer or configuration (no fused
 projections, biases, sliding windows, ropes whose angles are not position-linear) runs the ordinary code.
 A tensor-parallel model (`shard_model`, then `fuse_projections`) takes it too: each rank runs the kernels
-on its own heads and MLP columns, with the layer's two all-reduces after o_proj and down_proj.
+on its own heads and MLP columns, with the layer's two all-reduces after o_proj (then a kernel of its own)
+and down_proj.
 
 `fused_decode` chooses when: ``"auto"`` (default) only where the fused kernels run natively (CUDA),
 ``"always"`` also where they fall back to MLX ops (to test the plumbing on the CPU), ``"never"``.
@@ -34,7 +39,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.nn.layers.distributed import QuantizedShardedToAllLinear, ShardedToAllLinear
 from mlx_core.attn import RotationTable, rotation_table
-from mlx_core.kernels import backend, decode_attention_qkv, fused_matvec
+from mlx_core.kernels import OutputProjection, backend, decode_attention_qkv, fused_matvec
 
 __all__ = [
     "FUSED_DECODE_MODES",
@@ -47,6 +52,12 @@ __all__ = [
 
 FUSED_DECODE_MODES = ("auto", "always", "never")
 _mode = "auto"
+
+#: Whether the attention kernel also applies a dense o_proj + residual (one launch fewer per layer); read
+#: when a step is traced. Off, and for quantized o_proj weights, o_proj is a `fused_matvec` launch of its
+#: own: on an H100 the folded launch saved ~0.9 µs per layer with bf16 weights but cost ~3 µs per layer
+#: with 4-bit ones (benchmarks/NOTES.md, tenth session).
+FOLD_O_PROJ = True
 
 
 @contextmanager
@@ -80,6 +91,10 @@ class LinearWeights:
     def dtype(self) -> mx.Dtype:
         """The activation dtype these weights multiply."""
         return self.scales.dtype if self.scales is not None else self.weight.dtype
+
+    def projection(self, residual: mx.array) -> OutputProjection:
+        """These weights as the attention's output projection ``residual + W @ attention``."""
+        return OutputProjection(self.weight, residual, self.scales, self.biases, self.bits, self.group_size)
 
     def __call__(self, x: mx.array, **epilogue: Any) -> mx.array:
         return fused_matvec(
@@ -165,6 +180,8 @@ def decode_block(block: Any, x: mx.array, mask: Any, cache: Any) -> mx.array | N
     attn = block.self_attn
     norm_in, norm_post = block.input_layernorm, block.post_attention_layernorm
     qkv = weights.qkv(x, norm_weight=norm_in.weight, eps=norm_in.eps)
+    # tensor parallel: o_proj's output is all-summed before the residual add, so it stays apart
+    fold_o = FOLD_O_PROJ and weights.group is None and weights.o.bits is None
     q_norm = attn.q_norm if "q_norm" in attn else None
     k_norm = attn.k_norm if "k_norm" in attn else None
     out, keys, values, next_position = decode_attention_qkv(
@@ -180,14 +197,16 @@ def decode_block(block: Any, x: mx.array, mask: Any, cache: Any) -> mx.array | N
         rope_inv_freq=weights.rotation.inv_freq,
         rope_traditional=weights.rotation.traditional,
         rope_input_scale=weights.rotation.input_scale,
-        counters=cache.kernel_counters(cache.keys.shape[0] * cache.keys.shape[1]),
+        # + 3: the work tickets of a launch that also applies o_proj (see decode_attention_qkv)
+        counters=cache.kernel_counters(cache.keys.shape[0] * cache.keys.shape[1] + 3),
+        output_projection=weights.o.projection(residual=x) if fold_o else None,
     )
     cache.store_appended(keys, values, next_position)
     if weights.group is not None:  # tensor parallel: the same two all-reduces as the layer code
         h = x + mx.distributed.all_sum(weights.o(out), group=weights.group)
         act = weights.gate_up(h, norm_weight=norm_post.weight, eps=norm_post.eps, swiglu=True)
         return h + mx.distributed.all_sum(weights.down(act), group=weights.group)
-    h = weights.o(out, residual=x)
+    h = out if fold_o else weights.o(out, residual=x)  # x + W_o @ attention
     act = weights.gate_up(h, norm_weight=norm_post.weight, eps=norm_post.eps, swiglu=True)
     return weights.down(act, residual=h)
 

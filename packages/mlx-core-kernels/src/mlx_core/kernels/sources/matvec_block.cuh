@@ -10,7 +10,7 @@
 // Rounding follows the unfused ops: RMSNorm gives T(w * T(x * rsqrt(mean(x^2) + eps))), every matvec
 // result is rounded to T before the residual add or the SwiGLU.
 // Template: T, I, OUT, NB, QB, GS, NORM, EPI, NW (warps per block), RPW (output rows per warp).
-// Launch: grid = (ceil(OUT / (NW * RPW)) * NW * 32, 1, 1), threadgroup = (NW * 32, 1, 1).
+// Called by all NW * 32 threads of a block; ceil(OUT / (NW * RPW)) blocks, `block` = 0, 1, ..., cover every row.
 // `block` is the block's index in the launch (rows block * NW * RPW ...); `wait_for_x()` runs after the first
 // weight loads are issued and before x is read (a no-op for a kernel launched after x was written). X_COHERENT
 // reads x through L2 only (ld.global.cg), for an x that other blocks of the same launch wrote.

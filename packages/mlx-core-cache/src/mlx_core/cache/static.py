@@ -137,7 +137,8 @@ class StaticKVCache(BaseCache):
     def kernel_counters(self, n: int) -> mx.array:
         """A zeroed int32 array of at least ``n`` entries owned by this cache, for a kernel that appends to
         the buffers in place and needs device-side counters (``mlx_core.kernels.decode_attention_qkv``
-        elects the block that merges its splits with them); such kernels leave it zero. Built from host
+        elects the block that merges its splits with them, and, when it also applies o_proj, hands out
+        its blocks' work tickets); such kernels leave it zero. Built from host
         data, so it is a constant even when first requested while ``mx.compile`` traces a step, and the
         same array every step (one per cache: launches on different caches never share it).
         """

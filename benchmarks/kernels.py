@@ -245,7 +245,7 @@ def bench_decode_attention(
         measure(rows, "decode_attn", label, variant, nbytes, compiled_chain(step, chain), q, args, 1, chain)
     if backend(dtype) != "cuda":
         return
-    from mlx_core.kernels.decode_attention import _full_lengths, decode_attention_cuda
+    from mlx_core.kernels.decode_attention import _full_lengths, _mma_covers, decode_attention_cuda
 
     lengths = _full_lengths(batch, length)
 
@@ -255,7 +255,7 @@ def bench_decode_attention(
     measure(rows, "decode_attn", label, "ours, SIMT key loop", nbytes, simt, q, args, chain)
     if not args.attn_sweep:
         return
-    mma = dtype in (mx.bfloat16, mx.float16)  # hq / hkv = 4, d = 128: the tensor-core loop applies
+    mma = _mma_covers(dtype, hq // hkv, d)  # the launches below take the tensor-core loop
     for warps, rows_in_flight, splits in attention_launch_shapes(batch, hkv, length, mma):
 
         def swept(y: mx.array, shape: tuple[int, int, int] = (warps, rows_in_flight, splits)) -> mx.array:

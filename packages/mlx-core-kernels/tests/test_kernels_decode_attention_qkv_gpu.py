@@ -113,8 +113,9 @@ def test_folded_merge_matches_two_launches_and_leaves_counters_zero(
 def test_output_projection_in_the_same_launch(
     b: int, hq: int, hkv: int, d: int, hidden: int, pos: int, bits: int | None
 ) -> None:
-    """With counters for its tickets the kernel applies o_proj + residual itself: bit-identical to the
-    attention followed by `fused_matvec`, over consecutive steps, with the counters back at zero."""
+    """With counters for its tickets the kernel applies o_proj + residual itself: the attention followed by
+    `fused_matvec` (bit-identical for dense weights, whose launch keeps the attention's shape), over
+    consecutive steps, with the counters back at zero."""
     dtype = mx.bfloat16
     cap = pos + 9
     first = [rand((b, hkv, cap, d), dtype, 12), rand((b, hkv, cap, d), dtype, 22)]
@@ -142,7 +143,12 @@ def test_output_projection_in_the_same_launch(
         )
         mx.eval(want, got)
         assert got[0].shape == (b, 1, hidden)
-        np.testing.assert_array_equal(f32(got[0]), f32(want))
+        if bits is None:  # same launch shape as the reference attention: the same bits
+            np.testing.assert_array_equal(f32(got[0]), f32(want))
+        else:
+            # The launch takes the quantized matvec's warps, so the attention's splits (and its rounding)
+            # differ: two bf16 results, each within 1e-2 of the exact one, are within 2e-2 of each other.
+            np.testing.assert_allclose(f32(got[0]), f32(want), rtol=2e-2, atol=2e-2)
         np.testing.assert_array_equal(f32(got[1]), f32(attn[1]))
         assert got[3].item() == pos + step + 1
         assert not np.array(counters[1]).any(), (

@@ -22,7 +22,12 @@ from mlx_core.kernels._scalars import kernel_scalars
 from mlx_core.kernels._sources import kernel_source
 from mlx_core.kernels._validate import require_array, require_eps, require_float
 from mlx_core.kernels.backend import resolve_backend
-from mlx_core.kernels.matvec import checked_matvec_args, fused_matvec, matvec_kernel_supports
+from mlx_core.kernels.matvec import (
+    checked_matvec_args,
+    fused_matvec,
+    matvec_kernel_supports,
+    matvec_launch_shape,
+)
 
 _WARPS = 4
 _MAX_WARPS = 8
@@ -36,7 +41,6 @@ _MIN_KEYS_PER_SPLIT = 32
 _MAX_SPLITS = 256
 _MMA_TARGET_WARPS = 1056
 _MAX_REGS = 64  # G * D / 32 floats of accumulator per lane (and G * D * 16 bytes of shared memory)
-_O_ROWS_PER_WARP = 1  # output-projection rows per warp (4-bit Llama-3.2-1B: 1 and 2 within 0.3 µs per layer)
 
 ValidLength = int | mx.array | None
 
@@ -94,12 +98,12 @@ def num_splits(batch: int, kv_heads: int, keys: int) -> int:
     return max(1, min(max(fill, long), -(-keys // _MIN_KEYS_PER_SPLIT), _MAX_SPLITS))
 
 
-def mma_num_splits(batch: int, kv_heads: int, keys: int) -> int:
+def mma_num_splits(batch: int, kv_heads: int, keys: int, warps: int = _WARPS) -> int:
     """Key splits for the tensor-core loop: about 1056 warps in the grid (8 per SM of an H100, enough to keep
     HBM busy since each warp has a 16-key tile of 8 KB in flight), and at least one tile per warp
-    (measured on an H100: benchmarks/NOTES.md)."""
-    fill = -(-_MMA_TARGET_WARPS // (batch * kv_heads * _WARPS))
-    return max(1, min(fill, -(-keys // (16 * _WARPS)), _MAX_SPLITS))
+    (measured on an H100: benchmarks/NOTES.md); ``warps`` per block."""
+    fill = -(-_MMA_TARGET_WARPS // (batch * kv_heads * warps))
+    return max(1, min(fill, -(-keys // (16 * warps)), _MAX_SPLITS))
 
 
 def kernel_supports(q: mx.array, k: mx.array) -> bool:
@@ -210,19 +214,21 @@ def _launch(
     hkv, lk = k.shape[1], k.shape[2]
     hq = packed[0] if packed is not None else q.shape[1]
     mma = shape[3] is not False and _mma_covers(q.dtype, hq // hkv, d)
-    splits = shape[0] or (mma_num_splits if mma else num_splits)(b, hkv, lk)
+    fold_proj = oproj if counters is not None else None
+    # With the output projection the launch takes the matvec kernel's shape for it (the attention's time
+    # hardly depends on its warps per block or its splits: benchmarks/NOTES.md, ninth session).
+    o_out = fold_proj.weight.shape[0] if fold_proj is not None else 0
+    o_warps, o_rows = matvec_launch_shape(o_out, fold_proj.bits) if fold_proj is not None else (_WARPS, 1)
     # <= 8 warps: a block of <= 256 threads launches whatever registers NVRTC gives the kernel (a 512-thread
     # block needing > 128 registers per thread fails to launch, and MLX does not report it).
-    warps = max(1, min(shape[1] or _WARPS, _MAX_WARPS, _SHARED_FLOATS // ((hq // hkv) * d)))
+    warps = max(1, min(shape[1] or o_warps, _MAX_WARPS, _SHARED_FLOATS // ((hq // hkv) * d)))
+    splits = shape[0] or (mma_num_splits(b, hkv, lk, warps) if mma else num_splits(b, hkv, lk))
     rows_in_flight = max(1, shape[2] or _ROWS_IN_FLIGHT)  # < 1 would never advance the key loop
     k_new, v_new = append if append is not None else (q, q)  # unread placeholders without APPEND
     prep = packed[1] if packed is not None else None
     params = kernel_scalars(
         (float(scale), prep.eps, prep.input_scale) if prep is not None else (float(scale),)
     )
-    fold_proj = oproj if counters is not None else None
-    o_rows = _O_ROWS_PER_WARP
-    o_out = fold_proj.weight.shape[0] if fold_proj is not None else 0
     o_blocks = -(-o_out // (warps * o_rows))
     part_o, part_ml, next_pos, folded, projected = _partial_kernel()(
         inputs=[

@@ -32,7 +32,13 @@ from mlx_core.kernels._validate import require_array, require_eps, require_float
 from mlx_core.kernels.backend import resolve_backend
 from mlx_core.kernels.swiglu import fused_swiglu
 
-__all__ = ["checked_matvec_args", "fused_matvec", "matvec_cuda", "matvec_kernel_supports"]
+__all__ = [
+    "checked_matvec_args",
+    "fused_matvec",
+    "matvec_cuda",
+    "matvec_kernel_supports",
+    "matvec_launch_shape",
+]
 
 _MAX_ROWS = 8
 _SHARED_BYTES = 40 * 1024
@@ -70,7 +76,7 @@ def matvec_kernel_supports(
     return in_features % (vals * 32) == 0 and (bits is None or group_size % vals == 0)
 
 
-def _launch_shape(out_features: int, bits: int | None) -> tuple[int, int]:
+def matvec_launch_shape(out_features: int, bits: int | None) -> tuple[int, int]:
     """Warps per block and output rows per warp.
 
     Every block stages (and normalises) the whole input before its first row, so a launch of many small
@@ -117,7 +123,7 @@ def matvec_cuda(
     *lead, in_features = x.shape
     rows = math.prod(lead)
     out_features = weight.shape[0] // 2 if swiglu else weight.shape[0]
-    default_warps, default_rows = _launch_shape(out_features, bits)
+    default_warps, default_rows = matvec_launch_shape(out_features, bits)
     warps = warps or default_warps
     rows_per_warp = rows_per_warp or default_rows
     per_block = warps * rows_per_warp

@@ -53,10 +53,10 @@ __all__ = [
 FUSED_DECODE_MODES = ("auto", "always", "never")
 _mode = "auto"
 
-#: Whether the attention kernel also applies a dense o_proj + residual (one launch fewer per layer); read
-#: when a step is traced. Off, and for quantized o_proj weights, o_proj is a `fused_matvec` launch of its
-#: own: on an H100 the folded launch saved ~0.9 µs per layer with bf16 weights but cost ~3 µs per layer
-#: with 4-bit ones (benchmarks/NOTES.md, tenth session).
+#: Whether the attention kernel also applies o_proj + residual (one launch fewer per layer); read when a
+#: step is traced. Off, o_proj is a `fused_matvec` launch of its own. On an H100 the folded launch saved
+#: ~0.9 µs per layer with bf16 weights and ~1 µs per layer with 4-bit ones once the launch took the
+#: matvec's shape (benchmarks/NOTES.md, tenth and eleventh sessions).
 FOLD_O_PROJ = True
 
 
@@ -181,7 +181,7 @@ def decode_block(block: Any, x: mx.array, mask: Any, cache: Any) -> mx.array | N
     norm_in, norm_post = block.input_layernorm, block.post_attention_layernorm
     qkv = weights.qkv(x, norm_weight=norm_in.weight, eps=norm_in.eps)
     # tensor parallel: o_proj's output is all-summed before the residual add, so it stays apart
-    fold_o = FOLD_O_PROJ and weights.group is None and weights.o.bits is None
+    fold_o = FOLD_O_PROJ and weights.group is None
     q_norm = attn.q_norm if "q_norm" in attn else None
     k_norm = attn.k_norm if "k_norm" in attn else None
     out, keys, values, next_position = decode_attention_qkv(

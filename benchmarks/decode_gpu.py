@@ -277,7 +277,7 @@ def bench_config(cfg: Config, args: argparse.Namespace, on_gpu: bool) -> list[tu
         fused_model: list[nn.Module] = []
 
         def reference_fused(
-            mode: str, greedy_kernel: bool = False, fold_o: bool = True
+            mode: str, greedy_kernel: bool = False, fold_o: bool = True, fold_mlp: bool = True
         ) -> tuple[list[int], float]:
             from mlx_core.generate import clear_compiled_steps, make_sampler
             from mlx_core.kernels import greedy_tokens
@@ -286,14 +286,15 @@ def bench_config(cfg: Config, args: argparse.Namespace, on_gpu: bool) -> list[tu
 
             if not fused_model:
                 fused_model.append(fuse_projections(build_reference_model(cfg, model)))
-            clear_compiled_steps()  # traces are per model: the mode and the o_proj fold change them
+            clear_compiled_steps()  # traces are per model: the mode and the folds change them
             sampler = make_sampler(0.0, greedy=greedy_tokens) if greedy_kernel else None
-            default_fold, fd.FOLD_O_PROJ = fd.FOLD_O_PROJ, fold_o
+            defaults = fd.FOLD_O_PROJ, fd.FOLD_MLP
+            fd.FOLD_O_PROJ, fd.FOLD_MLP = fold_o, fold_mlp
             try:
                 with fd.fused_decode(mode):
                     return run_ours(fused_model[0], prompt, n, True, sampler)
             finally:
-                fd.FOLD_O_PROJ = default_fold
+                fd.FOLD_O_PROJ, fd.FOLD_MLP = defaults
 
         variants.append(("ref model, fused proj only", lambda: reference_fused("never")))
         variants.append(("ref model, fused decode", lambda: reference_fused("auto")))
@@ -301,6 +302,9 @@ def bench_config(cfg: Config, args: argparse.Namespace, on_gpu: bool) -> list[tu
         variants.append(("ref model, fused decode+greedy kernel", lambda: reference_fused("auto", True)))
         variants.append(
             ("ref model, fused decode, o_proj apart", lambda: reference_fused("auto", fold_o=False))
+        )
+        variants.append(
+            ("ref model, fused decode, MLP in two launches", lambda: reference_fused("auto", fold_mlp=False))
         )
     if args.variants:
         keep = [v.strip() for v in args.variants.split(",") if v.strip()]

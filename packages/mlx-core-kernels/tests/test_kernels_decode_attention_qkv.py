@@ -336,7 +336,11 @@ def _projection(**change: Any) -> OutputProjection:
     ("proj", "error", "match"),
     [
         ((mx.zeros((24, 4 * D)), mx.zeros((1, 1, 24))), TypeError, "must be an OutputProjection, got tuple"),
-        (_projection(weight=mx.zeros((24, 4 * D + 1))), ValueError, r"does not take x's 64 features"),
+        (
+            _projection(weight=mx.zeros((24, 4 * D + 1))),
+            ValueError,
+            r"does not take the 64 features of the attention output",
+        ),
         (
             _projection(weight=mx.zeros((24, 4 * D), dtype=mx.float16)),
             TypeError,

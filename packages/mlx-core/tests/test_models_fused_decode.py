@@ -59,20 +59,26 @@ def build(random_model: Callable[..., Model]) -> Callable[..., Model]:
 
 
 class Counter:
-    """Counts calls of the fused attention (i.e. layers that took the fused path) and those that asked it
-    to apply o_proj too."""
+    """Counts calls of the fused attention (i.e. layers that took the fused path), those that asked it
+    to apply o_proj too, and the MLPs given counters for one launch."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls = 0
         self.projected = 0
-        original = fd.decode_attention_qkv
+        self.mlp_folded = 0
+        attention, mlp = fd.decode_attention_qkv, fd.fused_mlp
 
         def counted(*args: Any, **kwargs: Any) -> Any:
             self.calls += 1
             self.projected += kwargs.get("output_projection") is not None
-            return original(*args, **kwargs)
+            return attention(*args, **kwargs)
+
+        def counted_mlp(*args: Any, **kwargs: Any) -> Any:
+            self.mlp_folded += kwargs.get("counters") is not None
+            return mlp(*args, **kwargs)
 
         monkeypatch.setattr(fd, "decode_attention_qkv", counted)
+        monkeypatch.setattr(fd, "fused_mlp", counted_mlp)
 
 
 def deferred_logits(model: Model, tokens: np.ndarray, mode: str) -> np.ndarray:
@@ -101,8 +107,8 @@ def test_fused_logits_match_the_layer_code(
     counter = Counter(monkeypatch)
     got = deferred_logits(model, tokens, "always")
     assert counter.calls == BASE["num_hidden_layers"] * 8  # every layer of every step
-    # o_proj (dense or quantized) rides on the attention call.
-    assert counter.projected == counter.calls
+    # o_proj (dense or quantized) rides on the attention call; the MLP gets the counters for one launch.
+    assert counter.projected == counter.mlp_folded == counter.calls
     # Same ops in the same order; only RoPE's angles come from a float32 table instead of base/freqs.
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4 * np.abs(want).max())
     assert np.abs(want).max() > 1.0
@@ -119,6 +125,20 @@ def test_o_proj_apart_gives_the_same_logits(
     counter = Counter(monkeypatch)
     apart = deferred_logits(model, tokens, "always")
     assert counter.calls == BASE["num_hidden_layers"] * 4 and counter.projected == 0
+    np.testing.assert_array_equal(apart, folded)
+
+
+def test_mlp_apart_gives_the_same_logits(
+    monkeypatch: pytest.MonkeyPatch, build: Callable[..., Model]
+) -> None:
+    """``FOLD_MLP = False``: gate/up and down as two launches, the same logits."""
+    model = build(CONFIGS["llama3-rope"], True, seed=6)
+    tokens = np.random.default_rng(7).integers(0, BASE["vocab_size"], size=10)
+    folded = deferred_logits(model, tokens, "always")
+    monkeypatch.setattr(fd, "FOLD_MLP", False)
+    counter = Counter(monkeypatch)
+    apart = deferred_logits(model, tokens, "always")
+    assert counter.calls == BASE["num_hidden_layers"] * 4 and counter.mlp_folded == 0
     np.testing.assert_array_equal(apart, folded)
 
 

@@ -23,7 +23,7 @@ from mlx_core.kernels._sources import kernel_source
 from mlx_core.kernels._validate import require_array, require_eps, require_float
 from mlx_core.kernels.backend import resolve_backend
 from mlx_core.kernels.matvec import (
-    checked_matvec_args,
+    checked_weights,
     fused_matvec,
     matvec_kernel_supports,
     matvec_launch_shape,
@@ -598,19 +598,22 @@ def _checked_projection(proj: Any, batch: int, in_features: int, dtype: mx.Dtype
         return None
     if not isinstance(proj, OutputProjection):
         raise TypeError(f"output_projection must be an OutputProjection, got {type(proj).__name__}.")
-    stand_in = mx.zeros((batch, 1, in_features), dtype=dtype)  # never evaluated: shapes and dtype only
-    checked_matvec_args(
-        stand_in,
+    checked_weights(
         proj.weight,
         proj.scales,
         proj.biases,
         proj.bits,
         proj.group_size,
-        None,
-        0.0,
-        proj.residual,
-        False,
+        in_features,
+        dtype,
+        "the attention output",
     )
+    residual = require_array("residual", proj.residual)
+    if residual.shape != (batch, 1, proj.weight.shape[0]) or residual.dtype != dtype:
+        raise ValueError(
+            f"residual must be {(batch, 1, proj.weight.shape[0])} in {dtype}, got {tuple(residual.shape)} "
+            f"{residual.dtype}."
+        )
     return proj
 
 

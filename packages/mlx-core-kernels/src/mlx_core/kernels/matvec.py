@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
@@ -33,7 +34,9 @@ from mlx_core.kernels.backend import resolve_backend
 from mlx_core.kernels.swiglu import fused_swiglu
 
 __all__ = [
+    "MatvecWeights",
     "checked_matvec_args",
+    "checked_weights",
     "fused_matvec",
     "matvec_cuda",
     "matvec_kernel_supports",
@@ -45,6 +48,23 @@ _SHARED_BYTES = 40 * 1024
 _KERNEL_BITS = (4, 8)
 _AFFINE_BITS = (1, 2, 3, 4, 5, 6, 8)  # what mx.quantize's affine mode supports
 _KERNEL_GROUPS = (32, 64, 128)
+
+
+@dataclass(frozen=True)
+class MatvecWeights:
+    """A bias-free projection as `fused_matvec` takes it: ``weight`` ``[O, I]`` in the activation dtype, or
+    packed ``uint32`` with ``scales``/``biases`` ``[O, I / group_size]`` (``mx.quantize``'s affine mode)."""
+
+    weight: mx.array
+    scales: mx.array | None = None
+    biases: mx.array | None = None
+    bits: int | None = None
+    group_size: int = 64
+
+    @property
+    def dtype(self) -> mx.Dtype:
+        """The activation dtype these weights multiply."""
+        return self.scales.dtype if self.scales is not None else self.weight.dtype
 
 
 @functools.cache
@@ -217,6 +237,37 @@ def _check_quantization(
     return bits
 
 
+def checked_weights(
+    weight: mx.array,
+    scales: Any,
+    biases: Any,
+    bits: Any,
+    group_size: Any,
+    in_features: int,
+    dtype: mx.Dtype,
+    inputs: str = "x",
+) -> int | None:
+    """Validate a projection's arrays for ``inputs`` (named in errors) of ``in_features`` in ``dtype``;
+    return ``bits`` (``None`` for a dense weight)."""
+    weight = require_array("weight", weight)
+    if weight.ndim != 2:
+        raise ValueError(f"weight must be 2-D, got {tuple(weight.shape)}.")
+    q_bits = _check_quantization(weight, scales, biases, bits, group_size, in_features)
+    if q_bits is None:
+        if weight.shape[1] != in_features:
+            raise ValueError(
+                f"weight {tuple(weight.shape)} does not take the {in_features} features of {inputs}."
+            )
+        if weight.dtype != dtype:
+            raise TypeError(f"weight dtype {weight.dtype} differs from {inputs} ({dtype}); cast one of them.")
+    elif scales.dtype != dtype or biases.dtype != dtype:
+        raise TypeError(
+            f"scales/biases dtypes ({scales.dtype}, {biases.dtype}) must be the dtype of {inputs} ({dtype}); "
+            "cast them."
+        )
+    return q_bits
+
+
 def checked_matvec_args(
     x: Any,
     weight: Any,
@@ -238,17 +289,7 @@ def checked_matvec_args(
             f"x must be [..., I] and weight 2-D, got {tuple(x.shape)} and {tuple(weight.shape)}."
         )
     in_features = x.shape[-1]
-    q_bits = _check_quantization(weight, scales, biases, bits, group_size, in_features)
-    if q_bits is None:
-        if weight.shape[1] != in_features:
-            raise ValueError(f"weight {tuple(weight.shape)} does not take x's {in_features} features.")
-        if weight.dtype != x.dtype:
-            raise TypeError(f"weight dtype {weight.dtype} differs from x's {x.dtype}; cast one of them.")
-    elif scales is not None and (scales.dtype != x.dtype or biases is None or biases.dtype != x.dtype):
-        raise TypeError(
-            f"scales/biases dtypes ({scales.dtype}, {None if biases is None else biases.dtype}) must be x's "
-            f"{x.dtype}; cast them."
-        )
+    q_bits = checked_weights(weight, scales, biases, bits, group_size, in_features, x.dtype)
     out_features = weight.shape[0]
     if swiglu:
         if residual is not None:

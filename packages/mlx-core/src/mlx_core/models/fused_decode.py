@@ -1,4 +1,4 @@
-"""Fused decode path of the Llama family: four or five kernels per layer instead of about twenty.
+"""Fused decode path of the Llama family: three kernels per layer instead of about twenty.
 
 A decode step (one token) of a small model is bound by the number of kernels, not by the bytes they
 read: on an H100 each kernel costs ~5 µs of launch and ramp-up, and an unfused Llama-family block launches
@@ -11,18 +11,18 @@ With q/k/v and gate/up fused (`mlx_core.models.fusion.fuse_projections`) a block
                                                                    splits, with the cache's
                                                                    `kernel_counters`, and whose last blocks
                                                                    apply a dense o_proj once every head is
-                                                                   merged; a quantized o_proj is a
-                                                                   `fused_matvec` of its own)
-3. ``a = silu(gate) * up`` of ``W_gate_up @ rms_norm(h)``          (`fused_matvec`, norm + SwiGLU)
-4. ``h + W_down @ a``                                              (`fused_matvec`, residual epilogue)
+                                                                   merged)
+3. ``h + W_down @ (silu(gate) * up)`` of ``W_gate_up @ rms_norm(h)`` (`fused_mlp`: one kernel, whose down
+                                                                   blocks wait for the gate/up blocks,
+                                                                   with the same counters)
 
 and the final norm rides on the output projection. The path is taken for one-token steps over a
 `StaticKVCache` inside `StaticKVCache.deferred_append` (the compiled decode step of `mlx_core.generate`),
 whose buffers the kernel may append to in place. Every other call, layer or configuration (no fused
 projections, biases, sliding windows, ropes whose angles are not position-linear) runs the ordinary code.
 A tensor-parallel model (`shard_model`, then `fuse_projections`) takes it too: each rank runs the kernels
-on its own heads and MLP columns, with the layer's two all-reduces after o_proj (then a kernel of its own)
-and down_proj.
+on its own heads and MLP columns, with the layer's two all-reduces after o_proj and down_proj (both then
+kernels of their own: five per layer).
 
 `fused_decode` chooses when: ``"auto"`` (default) only where the fused kernels run natively (CUDA),
 ``"always"`` also where they fall back to MLX ops (to test the plumbing on the CPU), ``"never"``.
@@ -39,7 +39,14 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.nn.layers.distributed import QuantizedShardedToAllLinear, ShardedToAllLinear
 from mlx_core.attn import RotationTable, rotation_table
-from mlx_core.kernels import OutputProjection, backend, decode_attention_qkv, fused_matvec
+from mlx_core.kernels import (
+    MatvecWeights,
+    OutputProjection,
+    backend,
+    decode_attention_qkv,
+    fused_matvec,
+    fused_mlp,
+)
 
 __all__ = [
     "FUSED_DECODE_MODES",
@@ -58,6 +65,9 @@ _mode = "auto"
 #: ~0.9 µs per layer with bf16 weights and ~1 µs per layer with 4-bit ones once the launch took the
 #: matvec's shape (benchmarks/NOTES.md, tenth and eleventh sessions).
 FOLD_O_PROJ = True
+#: Whether gate/up and down run in one launch (`fused_mlp` with the cache's counters); read when a step is
+#: traced. Off, they are two `fused_matvec` launches.
+FOLD_MLP = True
 
 
 @contextmanager
@@ -77,20 +87,8 @@ def _enabled(dtype: mx.Dtype) -> bool:
     return _mode == "always" or (_mode == "auto" and backend(dtype) == "cuda")
 
 
-@dataclass(frozen=True)
-class LinearWeights:
+class LinearWeights(MatvecWeights):
     """The arrays of a bias-free projection as `fused_matvec` takes them (dense or affine-quantized)."""
-
-    weight: mx.array
-    scales: mx.array | None = None
-    biases: mx.array | None = None
-    bits: int | None = None
-    group_size: int = 64
-
-    @property
-    def dtype(self) -> mx.Dtype:
-        """The activation dtype these weights multiply."""
-        return self.scales.dtype if self.scales is not None else self.weight.dtype
 
     def projection(self, residual: mx.array) -> OutputProjection:
         """These weights as the attention's output projection ``residual + W @ attention``."""
@@ -207,8 +205,15 @@ def decode_block(block: Any, x: mx.array, mask: Any, cache: Any) -> mx.array | N
         act = weights.gate_up(h, norm_weight=norm_post.weight, eps=norm_post.eps, swiglu=True)
         return h + mx.distributed.all_sum(weights.down(act), group=weights.group)
     h = out if fold_o else weights.o(out, residual=x)  # x + W_o @ attention
-    act = weights.gate_up(h, norm_weight=norm_post.weight, eps=norm_post.eps, swiglu=True)
-    return weights.down(act, residual=h)
+    return fused_mlp(
+        h,
+        weights.gate_up,
+        weights.down,
+        norm_weight=norm_post.weight,
+        eps=norm_post.eps,
+        # the attention launch above has left the counters zero; launches of one layer run in turn
+        counters=cache.kernel_counters(3) if FOLD_MLP else None,
+    )
 
 
 def head_weights(model: Any, length: int) -> LinearWeights | None:

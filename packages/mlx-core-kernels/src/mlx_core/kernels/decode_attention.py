@@ -23,8 +23,9 @@ from mlx_core.kernels._sources import kernel_source
 from mlx_core.kernels._validate import require_array, require_eps, require_float
 from mlx_core.kernels.backend import resolve_backend
 from mlx_core.kernels.matvec import (
+    MatvecWeights,
+    apply_matvec,
     checked_weights,
-    fused_matvec,
     matvec_kernel_supports,
     matvec_launch_shape,
 )
@@ -630,13 +631,6 @@ def _projection_folds(
 
 
 def _project(out: mx.array, proj: OutputProjection, backend: str | None = None) -> mx.array:
-    return fused_matvec(
-        out,
-        proj.weight,
-        proj.scales,
-        proj.biases,
-        bits=proj.bits,
-        group_size=proj.group_size,
-        residual=proj.residual,
-        backend=backend,
-    )
+    """``residual + W_o @ out`` as a launch of its own (``proj`` validated by `_checked_projection`)."""
+    weights = MatvecWeights(proj.weight, proj.scales, proj.biases, proj.bits, proj.group_size)
+    return apply_matvec(out, weights, residual=proj.residual, backend=backend)

@@ -35,6 +35,7 @@ from mlx_core.kernels.swiglu import fused_swiglu
 
 __all__ = [
     "MatvecWeights",
+    "apply_matvec",
     "checked_matvec_args",
     "checked_weights",
     "fused_matvec",
@@ -349,21 +350,54 @@ def fused_matvec(
     x, weight, q_bits, norm_weight, eps, residual = checked_matvec_args(
         x, weight, scales, biases, bits, group_size, norm_weight, eps, residual, swiglu
     )
-    lead = x.shape[:-1]
-    in_features = x.shape[-1]
-    rows = math.prod(lead)
+    return apply_matvec(
+        x,
+        MatvecWeights(weight, scales, biases, q_bits, group_size),
+        norm_weight=norm_weight,
+        eps=eps,
+        residual=residual,
+        swiglu=swiglu,
+        backend=backend,
+    )
+
+
+def apply_matvec(
+    x: mx.array,
+    weights: MatvecWeights,
+    *,
+    norm_weight: mx.array | None = None,
+    eps: float = 1e-6,
+    residual: mx.array | None = None,
+    swiglu: bool = False,
+    backend: str | None = None,
+) -> mx.array:
+    """`fused_matvec` for arguments already validated (`checked_matvec_args` or `checked_weights` plus the
+    caller's own checks): the kernel where it covers the shapes, else the MLX ops."""
+    rows = math.prod(x.shape[:-1])
+    bits, group_size = weights.bits, weights.group_size
     impl = resolve_backend(backend, x.dtype)
-    if impl == "cuda" and matvec_kernel_supports(rows, in_features, x.dtype, q_bits, group_size):
+    if impl == "cuda" and matvec_kernel_supports(rows, x.shape[-1], x.dtype, bits, group_size):
         return matvec_cuda(
             x,
-            weight,
-            scales,
-            biases,
-            bits=q_bits,
+            weights.weight,
+            weights.scales,
+            weights.biases,
+            bits=bits,
             group_size=group_size,
             norm_weight=norm_weight,
             eps=eps,
             residual=residual,
             swiglu=swiglu,
         )
-    return _ops(x, weight, scales, biases, q_bits, group_size, norm_weight, eps, residual, swiglu)
+    return _ops(
+        x,
+        weights.weight,
+        weights.scales,
+        weights.biases,
+        bits,
+        group_size,
+        norm_weight,
+        eps,
+        residual,
+        swiglu,
+    )

@@ -8,7 +8,7 @@ in start order, so they only wait for running blocks) and read them back from L2
 the two launches': each phase is `fused_matvec`'s code.
 
 Without counters, where the kernel does not cover the shapes (see `mlp_kernel_supports`), and on the CPU and
-Metal, the two `fused_matvec` calls run.
+Metal, the two `fused_matvec` computations run (`apply_matvec`: the arguments are validated once).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from mlx_core.kernels._validate import require_array, require_eps, require_float
 from mlx_core.kernels.backend import resolve_backend
 from mlx_core.kernels.matvec import (
     MatvecWeights,
+    apply_matvec,
     checked_weights,
-    fused_matvec,
     matvec_kernel_supports,
     matvec_launch_shape,
 )
@@ -227,25 +227,5 @@ def fused_mlp(
         and mlp_kernel_supports(rows, hidden, intermediate, x.dtype, gate_up, down)
     ):
         return _mlp_cuda(x, gate_up, down, norm_weight, eps, counters)
-    act = fused_matvec(
-        x,
-        gate_up.weight,
-        gate_up.scales,
-        gate_up.biases,
-        bits=gate_up.bits,
-        group_size=gate_up.group_size,
-        norm_weight=norm_weight,
-        eps=eps,
-        swiglu=True,
-        backend=backend,
-    )
-    return fused_matvec(
-        act,
-        down.weight,
-        down.scales,
-        down.biases,
-        bits=down.bits,
-        group_size=down.group_size,
-        residual=x,
-        backend=backend,
-    )
+    act = apply_matvec(x, gate_up, norm_weight=norm_weight, eps=eps, swiglu=True, backend=backend)
+    return apply_matvec(act, down, residual=x, backend=backend)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 from mlx_core.kernels._scalars import kernel_scalars
@@ -183,11 +183,24 @@ def decode_attention_cuda(
     ``mma=False`` keeps the SIMT key loop where the tensor-core loop would apply (bf16/fp16, <= 8 query
     heads per kv head, D 64 or 128; on GPUs before sm_80 the SIMT loop is compiled in either way).
     """
-    shape = (splits, warps, rows_in_flight, mma)
+    shape = _LaunchOverrides(splits, warps, rows_in_flight, mma)
     out, _ = _launch(
         q, k, v, scale, lengths, shape=shape, init_value=init_value, append=append, packed=packed
     )
     return out
+
+
+class _LaunchOverrides(NamedTuple):
+    """Launch-shape overrides of `decode_attention_cuda` (``None``: the tuned default; benchmarks sweep
+    them)."""
+
+    splits: int | None = None
+    warps: int | None = None
+    rows_in_flight: int | None = None
+    mma: bool | None = None
+
+
+_DEFAULT_LAUNCH = _LaunchOverrides()
 
 
 def _launch(
@@ -197,7 +210,7 @@ def _launch(
     scale: float,
     lengths: mx.array,
     *,
-    shape: tuple[int | None, int | None, int | None, bool | None] = (None, None, None, None),
+    shape: _LaunchOverrides = _DEFAULT_LAUNCH,
     init_value: float | None = None,
     append: tuple[mx.array, mx.array] | None = None,
     packed: tuple[int, TokenPrep] | None = None,
@@ -214,7 +227,7 @@ def _launch(
     b, d = q.shape[0], k.shape[3]
     hkv, lk = k.shape[1], k.shape[2]
     hq = packed[0] if packed is not None else q.shape[1]
-    mma = shape[3] is not False and _mma_covers(q.dtype, hq // hkv, d)
+    mma = shape.mma is not False and _mma_covers(q.dtype, hq // hkv, d)
     fold_proj = oproj if counters is not None else None
     # With the output projection the launch takes the matvec kernel's shape for it (the attention's time
     # hardly depends on its warps per block or its splits: benchmarks/NOTES.md, ninth session).
@@ -222,9 +235,9 @@ def _launch(
     o_warps, o_rows = matvec_launch_shape(o_out, fold_proj.bits) if fold_proj is not None else (_WARPS, 1)
     # <= 8 warps: a block of <= 256 threads launches whatever registers NVRTC gives the kernel (a 512-thread
     # block needing > 128 registers per thread fails to launch, and MLX does not report it).
-    warps = max(1, min(shape[1] or o_warps, _MAX_WARPS, _SHARED_FLOATS // ((hq // hkv) * d)))
-    splits = shape[0] or (mma_num_splits(b, hkv, lk, warps) if mma else num_splits(b, hkv, lk))
-    rows_in_flight = max(1, shape[2] or _ROWS_IN_FLIGHT)  # < 1 would never advance the key loop
+    warps = max(1, min(shape.warps or o_warps, _MAX_WARPS, _SHARED_FLOATS // ((hq // hkv) * d)))
+    splits = shape.splits or (mma_num_splits(b, hkv, lk, warps) if mma else num_splits(b, hkv, lk))
+    rows_in_flight = max(1, shape.rows_in_flight or _ROWS_IN_FLIGHT)  # < 1 would never advance the key loop
     k_new, v_new = append if append is not None else (q, q)  # unread placeholders without APPEND
     prep = packed[1] if packed is not None else None
     params = kernel_scalars(

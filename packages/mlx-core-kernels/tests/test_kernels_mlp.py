@@ -7,7 +7,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 import pytest
-from mlx_core.kernels import MatvecWeights, fused_matvec, fused_mlp
+from mlx_core.kernels import MatvecWeights, fused_mlp
 
 HIDDEN = 128
 INTERMEDIATE = 192
@@ -71,26 +71,6 @@ def test_counters_change_nothing_on_the_cpu_and_stay_zero() -> None:
     counted = fused_mlp(x, gate_up, down, norm_weight=norm, eps=EPS, counters=counters)
     np.testing.assert_array_equal(np.array(counted), np.array(plain))
     assert not np.array(counters).any()
-
-
-def test_same_as_two_fused_matvecs() -> None:
-    x, norm = inputs((2, 1), seed=6)
-    gate_up, _ = projection(2 * INTERMEDIATE, HIDDEN, (8, 32), seed=7)
-    down, _ = projection(HIDDEN, INTERMEDIATE, None, seed=8)
-    act = fused_matvec(
-        x,
-        gate_up.weight,
-        gate_up.scales,
-        gate_up.biases,
-        bits=gate_up.bits,
-        group_size=gate_up.group_size,
-        norm_weight=norm,
-        eps=EPS,
-        swiglu=True,
-    )
-    want = fused_matvec(act, down.weight, residual=x)
-    got = fused_mlp(x, gate_up, down, norm_weight=norm, eps=EPS)
-    np.testing.assert_array_equal(np.array(got), np.array(want))
 
 
 def _args(**change: Any) -> dict[str, Any]:

@@ -48,13 +48,14 @@ def projection(
 
 
 def two_launches(x: mx.array, gate_up: MatvecWeights, down: MatvecWeights, norm: mx.array) -> mx.array:
+    gu = gate_up
     act = fused_matvec(
         x,
-        gate_up.weight,
-        gate_up.scales,
-        gate_up.biases,
-        bits=gate_up.bits,
-        group_size=gate_up.group_size,
+        gu.weight,
+        gu.scales,
+        gu.biases,
+        bits=gu.bits,
+        group_size=gu.group_size,
         norm_weight=norm,
         eps=EPS,
         swiglu=True,

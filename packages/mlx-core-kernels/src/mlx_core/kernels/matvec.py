@@ -37,6 +37,7 @@ __all__ = [
     "MatvecWeights",
     "apply_matvec",
     "checked_matvec_args",
+    "checked_norm_weight",
     "checked_weights",
     "fused_matvec",
     "matvec_cuda",
@@ -269,6 +270,17 @@ def checked_weights(
     return q_bits
 
 
+def checked_norm_weight(norm_weight: Any, in_features: int, dtype: mx.Dtype) -> mx.array:
+    """Validate an RMSNorm weight for inputs of ``in_features`` in ``dtype``."""
+    norm_weight = require_array("norm_weight", norm_weight)
+    if norm_weight.shape != (in_features,) or norm_weight.dtype != dtype:
+        raise ValueError(
+            f"norm_weight must be [{in_features}] in {dtype}, got {tuple(norm_weight.shape)} "
+            f"{norm_weight.dtype}."
+        )
+    return norm_weight
+
+
 def checked_matvec_args(
     x: Any,
     weight: Any,
@@ -299,12 +311,7 @@ def checked_matvec_args(
             raise ValueError(f"swiglu needs gate and up rows stacked: an even row count, got {out_features}.")
         out_features //= 2
     if norm_weight is not None:
-        norm_weight = require_array("norm_weight", norm_weight)
-        if norm_weight.shape != (in_features,) or norm_weight.dtype != x.dtype:
-            raise ValueError(
-                f"norm_weight must be [{in_features}] in {x.dtype}, got {tuple(norm_weight.shape)} "
-                f"{norm_weight.dtype}."
-            )
+        norm_weight = checked_norm_weight(norm_weight, in_features, x.dtype)
     eps = require_eps(eps)
     lead = x.shape[:-1]
     if residual is not None:

@@ -25,6 +25,7 @@ from mlx_core.kernels.backend import resolve_backend
 from mlx_core.kernels.matvec import (
     MatvecWeights,
     apply_matvec,
+    checked_norm_weight,
     checked_weights,
     matvec_kernel_supports,
     matvec_launch_shape,
@@ -211,12 +212,7 @@ def fused_mlp(
     )
     if down.weight.shape[0] != hidden:
         raise ValueError(f"down must have {hidden} output rows (x's features), got {down.weight.shape[0]}.")
-    norm_weight = require_array("norm_weight", norm_weight)
-    if norm_weight.shape != (hidden,) or norm_weight.dtype != x.dtype:
-        raise ValueError(
-            f"norm_weight must be [{hidden}] in {x.dtype}, got {tuple(norm_weight.shape)} "
-            f"{norm_weight.dtype}."
-        )
+    norm_weight = checked_norm_weight(norm_weight, hidden, x.dtype)
     eps = require_eps(eps)
     counters = _checked_counters(counters)
     rows = math.prod(x.shape[:-1])

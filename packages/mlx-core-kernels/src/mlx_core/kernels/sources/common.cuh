@@ -266,3 +266,27 @@ template <int NT>
 __device__ __forceinline__ void mck_block_argmax(float& best, int& index) {
   mck_block_reduce_pair<NT>(best, index, mck_neg_inf(), 0x7fffffff, mck_argmax_push);
 }
+
+// Work tickets (kernels whose later blocks consume what earlier blocks of the same launch write): a block's
+// ticket is the order in which it started, so a block that waits only on lower tickets waits only on
+// blocks that are already running, whatever the GPU's size.
+__device__ __forceinline__ int mck_block_ticket(int* counter) {
+  __shared__ int ticket;
+  if (threadIdx.x == 0) {
+    ticket = atomicAdd(counter, 1);
+  }
+  __syncthreads();
+  return ticket;
+}
+
+// Block-wide wait until *counter >= target, for a counter that other blocks increment after their writes
+// and a __threadfence(); thread 0 polls, then fences, so the block's later reads see those writes.
+__device__ __forceinline__ void mck_block_wait_for(const int* counter, int target) {
+  if (threadIdx.x == 0) {
+    while (*static_cast<const volatile int*>(counter) < target) {
+      __nanosleep(64);
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}

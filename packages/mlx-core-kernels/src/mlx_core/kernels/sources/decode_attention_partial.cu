@@ -40,24 +40,11 @@ int blk = static_cast<int>(blockIdx.x);
 if constexpr (OPROJ) {
   // counters[B * Hkv + 0]: tickets taken, + 1: kv heads merged, + 2: output blocks done.
   int* const launch_ctr = const_cast<int*>(counters) + B * Hkv;
-  __shared__ int sm_ticket;
-  if (threadIdx.x == 0) {
-    sm_ticket = atomicAdd(launch_ctr, 1);
-  }
-  __syncthreads();
-  blk = sm_ticket;
+  blk = mck_block_ticket(launch_ctr);
   if (blk >= B * Hkv * splits) {
     // Output projection: issue the first weight loads, wait until every kv head's `out` is written, then
     // read it through L2 (other blocks of this launch wrote it).
-    auto wait_for_heads = [&]() {
-      if (threadIdx.x == 0) {
-        while (*static_cast<volatile int*>(launch_ctr + 1) < B * Hkv) {
-          __nanosleep(64);
-        }
-        __threadfence();
-      }
-      __syncthreads();
-    };
+    auto wait_for_heads = [&]() { mck_block_wait_for(launch_ctr + 1, B * Hkv); };
     mck_matvec_block<T, O_IN, O_OUT, O_NB, O_QB, O_GS, false, 1, NW, O_RPW, true>(
         static_cast<unsigned int>(blk - B * Hkv * splits), out, o_w, o_scales, o_biases, static_cast<const T*>(nullptr),
         o_residual, params, h, wait_for_heads);

@@ -7,8 +7,8 @@
 // Outputs: y [NB, I] T; h [NB, H] T (the SwiGLU activations, which the down blocks read back).
 // Two phases of mck_matvec_block (matvec_block.cuh), with the rounding of two `fused_matvec` launches:
 // gate/up blocks write h, down blocks wait until every gate/up block is done and read h through L2.
-// Blocks take work in the order they start (a ticket from counters[0]): gate/up first, so a down block only
-// ever waits for blocks that are already running (no deadlock whatever the GPU's size). counters[1] counts
+// Blocks take work in the order they start (mck_block_ticket on counters[0]): gate/up first, so a down block
+// only ever waits for blocks that are already running (no deadlock whatever the GPU's size). counters[1] counts
 // finished gate/up blocks, counters[2] finished down blocks; the last down block resets all three.
 // Launches sharing `counters` must not run concurrently.
 // Template: T, I, H, NB, GU_QB, GU_GS, D_QB, D_GS, NW (warps per block), GU_RPW, D_RPW (rows per warp).
@@ -16,12 +16,7 @@
 constexpr int GU_BLOCKS = (H + NW * GU_RPW - 1) / (NW * GU_RPW);
 constexpr int D_BLOCKS = (I + NW * D_RPW - 1) / (NW * D_RPW);
 int* const ctr = const_cast<int*>(counters);
-__shared__ int sm_ticket;
-if (threadIdx.x == 0) {
-  sm_ticket = atomicAdd(ctr, 1);
-}
-__syncthreads();
-const int blk = sm_ticket;
+const int blk = mck_block_ticket(ctr);
 if (blk < GU_BLOCKS) {
   mck_matvec_block<T, I, H, NB, GU_QB, GU_GS, true, 2, NW, GU_RPW, false>(
       static_cast<unsigned int>(blk), x, gu_w, gu_scales, gu_biases, norm_w, static_cast<const T*>(nullptr), params,
@@ -34,15 +29,7 @@ if (blk < GU_BLOCKS) {
   return;
 }
 // Down projection: issue the first weight loads, wait until all of h is written, then read it through L2.
-auto wait_for_h = [&]() {
-  if (threadIdx.x == 0) {
-    while (*static_cast<volatile int*>(ctr + 1) < GU_BLOCKS) {
-      __nanosleep(64);
-    }
-    __threadfence();
-  }
-  __syncthreads();
-};
+auto wait_for_h = [&]() { mck_block_wait_for(ctr + 1, GU_BLOCKS); };
 mck_matvec_block<T, H, I, NB, D_QB, D_GS, false, 1, NW, D_RPW, true>(
     static_cast<unsigned int>(blk - GU_BLOCKS), h, down_w, down_scales, down_biases, static_cast<const T*>(nullptr),
     x, params, y, wait_for_h);

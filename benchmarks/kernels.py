@@ -2,8 +2,9 @@
 
 Runs on ``mx.default_device()``: on a CUDA/Metal GPU in bfloat16 with the shapes of issue 5 (SwiGLU
 4096x11008 and 1x11008, modulate [2, 4096, 3072]) and of issue 11 (decode attention, 32 q / 8 kv
-heads, D = 128, Lk 1k-64k, B = 1 and 8) and greedy sampling over Llama-3.2-1B's and Qwen3's vocabularies
-(128256 and 151936 logits, B = 1 and 8); on the CPU in float32 with smaller shapes. Each figure is
+heads, D = 128, Lk 1k-64k, B = 1 and 8), greedy sampling over Llama-3.2-1B's and Qwen3's vocabularies
+(128256 and 151936 logits, B = 1 and 8) and one token's MLP (Llama-3.2-1B bf16 and 4-bit, Qwen3-0.6B
+4-bit); on the CPU in float32 with smaller shapes. Each figure is
 the median of >= 30 timed runs after warm-up, each run chaining several calls into one ``mx.eval`` so
 launch overhead does not dominate. A failing variant prints its error and the run continues.
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_core.kernels import backend, fused_modulate, fused_swiglu, greedy_tokens
+from mlx_core.kernels import MatvecWeights, backend, fused_mlp, fused_modulate, fused_swiglu, greedy_tokens
 
 try:  # phase 2; absent in older checkouts of the package
     from mlx_core.kernels import decode_attention
@@ -318,6 +319,68 @@ def bench_greedy(rows: list[Row], batch: int, vocab: int, dtype: mx.Dtype, args:
     )
 
 
+def bench_mlp(
+    rows: list[Row],
+    hidden: int,
+    intermediate: int,
+    bits: int | None,
+    dtype: mx.Dtype,
+    args: argparse.Namespace,
+) -> None:
+    """A decoder block's MLP for one token (``x + down(swiglu(gate_up(rms_norm(x))))``): MLX ops, the same
+    compiled, two `fused_matvec` launches, and `fused_mlp` in one launch (with counters)."""
+
+    def projection(out: int, inp: int) -> tuple[MatvecWeights, mx.array]:
+        w = (mx.random.normal((out, inp)) * inp**-0.5).astype(dtype)
+        if bits is None:
+            return MatvecWeights(w), w
+        packed, scales, biases = mx.quantize(w, group_size=64, bits=bits)
+        return MatvecWeights(packed, scales, biases, bits, 64), w
+
+    gate_up, _ = projection(2 * intermediate, hidden)
+    down, _ = projection(hidden, intermediate)
+    norm = (1.0 + 0.1 * mx.random.normal((hidden,))).astype(dtype)
+    x = mx.random.normal((1, 1, hidden)).astype(dtype)
+    counters = mx.zeros((3,), dtype=mx.int32)
+    mx.eval(gate_up.weight, down.weight, norm, x, counters)
+    nbytes = sum(a.nbytes for w in (gate_up, down) for a in (w.weight, w.scales, w.biases) if a is not None)
+    label = f"{hidden}x{intermediate} {'dense' if bits is None else f'q{bits}'}"
+
+    def linear(y: mx.array, w: MatvecWeights) -> mx.array:
+        if w.bits is None:
+            return y @ w.weight.T
+        return mx.quantized_matmul(
+            y, w.weight, w.scales, w.biases, transpose=True, group_size=64, bits=w.bits
+        )
+
+    def ops(y: mx.array) -> mx.array:
+        gate, up = mx.split(linear(mx.fast.rms_norm(y, norm, 1e-6), gate_up), 2, axis=-1)
+        return y + linear(nn.silu(gate) * up, down)
+
+    measure(rows, "mlp", label, "MLX ops", nbytes, ops, x, args)
+    measure(rows, "mlp", label, "ops, mx.compile", nbytes, mx.compile(ops), x, args)
+    measure(
+        rows,
+        "mlp",
+        label,
+        "two fused_matvec",
+        nbytes,
+        lambda y: fused_mlp(y, gate_up, down, norm_weight=norm),
+        x,
+        args,
+    )
+    measure(
+        rows,
+        "mlp",
+        label,
+        f"ours, one launch ({backend(dtype)})",
+        nbytes,
+        lambda y: fused_mlp(y, gate_up, down, norm_weight=norm, counters=counters),
+        x,
+        args,
+    )
+
+
 def print_table(rows: list[Row]) -> None:
     head = (
         f"{'op':<12} {'shape':<16} {'variant':<28} {'us/call':>10} {'GB/s':>9} {'x vs base':>10} "
@@ -384,22 +447,26 @@ def main() -> None:
         modulate_shapes = [(2, 4096, 3072)]
         attn = [(b, lk) for b in (1, 8) for lk in (1024, 4096, 16384, 65536)]
         greedy = [(1, 128256), (1, 151936), (8, 128256)]
+        mlps = [(2048, 8192, None), (2048, 8192, 4), (1024, 3072, 4)]
     elif on_gpu:
         swiglu_shapes = [(512, 11008), (1, 11008)]
         modulate_shapes = [(2, 512, 3072)]
         attn = [(1, 4096), (8, 4096)]
         greedy = [(1, 128256)]
+        mlps = [(1024, 3072, 4)]
     elif not args.quick:
         swiglu_shapes = [(256, 11008), (1, 11008)]
         modulate_shapes = [(2, 256, 3072)]
         attn = [(1, 1024), (1, 4096)]
         greedy = [(1, 128256)]
+        mlps = [(1024, 3072, None)]
     else:
         args.chain, args.small_chain, args.attn_chain = min(args.chain, 5), min(args.small_chain, 10), 2
         swiglu_shapes = [(32, 2048), (1, 11008)]
         modulate_shapes = [(2, 64, 512)]
         attn = [(1, 1024)]
         greedy = [(1, 4096)]
+        mlps = [(256, 512, None)]
 
     print(
         f"median of {args.reps} runs after {args.warmup} warm-up runs; "
@@ -418,6 +485,9 @@ def main() -> None:
     if "greedy" not in args.skip:
         for b, vocab in greedy:
             bench_greedy(rows, b, vocab, dtype, args)
+    if "mlp" not in args.skip:
+        for hidden, intermediate, bits in mlps:
+            bench_mlp(rows, hidden, intermediate, bits, dtype, args)
     print()
     print_table(rows)
 

@@ -31,7 +31,7 @@ from mlx_core.kernels.matvec import (
     matvec_launch_shape,
 )
 
-__all__ = ["fused_mlp", "mlp_kernel_supports"]
+__all__ = ["fused_mlp", "mlp_kernel_supports", "mlp_launch_shape"]
 
 #: Static shared memory of one block (both phases' staged inputs); 48 KB is the hardware's static limit.
 _SHARED_BYTES = 46 * 1024

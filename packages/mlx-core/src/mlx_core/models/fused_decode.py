@@ -10,8 +10,8 @@ With q/k/v and gate/up fused (`mlx_core.models.fusion.fuse_projections`) a block
    then ``h = x + W_o @ attn``                                     whose last block per kv head merges the
                                                                    splits, with the cache's
                                                                    `kernel_counters`, and whose last blocks
-                                                                   apply a dense o_proj once every head is
-                                                                   merged)
+                                                                   apply o_proj (dense or quantized) once
+                                                                   every head is merged)
 3. ``h + W_down @ (silu(gate) * up)`` of ``W_gate_up @ rms_norm(h)`` (`fused_mlp`: one kernel, whose down
                                                                    blocks wait for the gate/up blocks,
                                                                    with the same counters)

@@ -124,12 +124,10 @@ def test_output_projection_in_the_same_launch(
     inv = mx.array((1.0 / (5e5 ** (np.arange(0, d, 2) / d))).astype(np.float32))
     kw = {"n_heads": hq, "rope_inv_freq": inv, "backend": BACKEND}
     dense = rand((hidden, hq * d), dtype, 60) * (hq * d) ** -0.5
-    quant = (
-        {}
-        if bits is None
-        else dict(zip(("scales", "biases"), mx.quantize(dense, group_size=64, bits=bits)[1:], strict=True))
-    )
-    weight = dense if bits is None else mx.quantize(dense, group_size=64, bits=bits)[0]
+    weight, quant = dense, {}
+    if bits is not None:
+        weight, scales, biases = mx.quantize(dense, group_size=64, bits=bits)
+        quant = {"scales": scales, "biases": biases}
     mx.eval(caches, weight, quant)
     counters = [mx.array(np.zeros(b * hkv, dtype=np.int32)), mx.array(np.zeros(b * hkv + 3, dtype=np.int32))]
     for step in range(3):

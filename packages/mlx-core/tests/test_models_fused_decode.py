@@ -1,4 +1,4 @@
-"""The fused decode path (five kernels per layer on CUDA) computes what the ordinary layer code computes.
+"""The fused decode path (three kernels per layer on CUDA) computes what the ordinary layer code computes.
 
 On the CPU the fused ops run as MLX ops, so ``fused_decode("always")`` exercises the whole plumbing (which
 weights go where, the cache append, the position, the folded final norm) against ``"never"``.

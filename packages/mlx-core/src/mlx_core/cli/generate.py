@@ -112,7 +112,8 @@ def load(spec: str, group: Any = None) -> tuple[Any, Any]:
 
     With a distributed ``group`` the model is split over it, each rank reading only its slices. The model
     (each rank's shards, when split) gets fused q/k/v and gate/up projections (same logits, fewer kernels;
-    on CUDA the compiled decode step then runs `mlx_core.models.fused_decode`'s three kernels per layer).
+    on CUDA the compiled decode step then runs `mlx_core.models.fused_decode`'s three kernels per layer,
+    five when split).
     """
     from mlx_core.models import demo_model_path, load_model, load_sharded
 

@@ -7,7 +7,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 import pytest
-from mlx_core.kernels import OutputProjection, decode_attention_append, decode_attention_qkv
+from mlx_core.kernels import MatvecWeights, OutputProjection, decode_attention_append, decode_attention_qkv
 
 D = 16
 S = 12  # cache capacity
@@ -314,10 +314,10 @@ def test_output_projection_is_residual_plus_o_proj(quantized: bool) -> None:
     residual = mx.array(rng.standard_normal((1, 1, hidden)).astype(np.float32))
     if quantized:
         packed, scales, biases = mx.quantize(weight, group_size=32, bits=4)
-        proj = OutputProjection(packed, residual, scales, biases, bits=4, group_size=32)
+        proj = OutputProjection(MatvecWeights(packed, scales, biases, bits=4, group_size=32), residual)
         weight = mx.dequantize(packed, scales, biases, group_size=32, bits=4)
     else:
-        proj = OutputProjection(weight, residual)
+        proj = OutputProjection(MatvecWeights(weight), residual)
     plain = decode_attention_qkv(**_good())
     projected = decode_attention_qkv(**args, output_projection=proj)
     want = f64(residual) + f64(plain[0]) @ f64(weight).T
@@ -327,15 +327,20 @@ def test_output_projection_is_residual_plus_o_proj(quantized: bool) -> None:
     assert projected[3].item() == plain[3].item() == 4
 
 
-def _projection(**change: Any) -> OutputProjection:
-    fields = {"weight": mx.zeros((24, 4 * D)), "residual": mx.zeros((1, 1, 24)), **change}
-    return OutputProjection(**fields)
+def _projection(residual: mx.array | None = None, **change: Any) -> OutputProjection:
+    weights = MatvecWeights(**{"weight": mx.zeros((24, 4 * D)), **change})
+    return OutputProjection(weights, mx.zeros((1, 1, 24)) if residual is None else residual)
 
 
 @pytest.mark.parametrize(
     ("proj", "error", "match"),
     [
         ((mx.zeros((24, 4 * D)), mx.zeros((1, 1, 24))), TypeError, "must be an OutputProjection, got tuple"),
+        (
+            OutputProjection(mx.zeros((24, 4 * D)), mx.zeros((1, 1, 24))),  # type: ignore[arg-type]
+            TypeError,
+            "weights must be MatvecWeights, got array",
+        ),
         (
             _projection(weight=mx.zeros((24, 4 * D + 1))),
             ValueError,

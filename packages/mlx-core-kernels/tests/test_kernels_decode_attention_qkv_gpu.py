@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 import pytest
-from mlx_core.kernels import OutputProjection, decode_attention_qkv, fused_matvec
+from mlx_core.kernels import MatvecWeights, OutputProjection, decode_attention_qkv, fused_matvec
 
 pytestmark = [
     pytest.mark.gpu,
@@ -135,7 +135,9 @@ def test_output_projection_in_the_same_launch(
         residual = rand((b, 1, hidden), dtype, 80 + step)
         attn = decode_attention_qkv(qkv, *caches[0], pos + step, d**-0.5, counters=counters[0], **kw)
         want = fused_matvec(attn[0], weight, **quant, bits=bits, residual=residual, backend=BACKEND)
-        proj = OutputProjection(weight, residual, quant.get("scales"), quant.get("biases"), bits)
+        proj = OutputProjection(
+            MatvecWeights(weight, quant.get("scales"), quant.get("biases"), bits), residual
+        )
         got = decode_attention_qkv(
             qkv, *caches[1], pos + step, d**-0.5, counters=counters[1], output_projection=proj, **kw
         )

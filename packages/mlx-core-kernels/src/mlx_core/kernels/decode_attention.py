@@ -143,18 +143,13 @@ class TokenPrep:
 class OutputProjection:
     """The attention's output projection, ``residual + W @ attention``, for `decode_attention_qkv` to fold in.
 
-    ``weight`` is a bias-free o_proj: ``[O, Hq * D]`` in the activation dtype, or packed ``uint32`` with
-    ``scales``/``biases`` (``mx.quantize``'s affine mode, ``bits``, ``group_size``); ``residual`` is
-    ``[B, 1, O]`` (the block's input). The same computation as ``fused_matvec(out, weight, scales, biases,
-    bits=bits, group_size=group_size, residual=residual)``.
+    ``weights`` is a bias-free o_proj (`MatvecWeights`: ``[O, Hq * D]`` in the activation dtype, or
+    affine-quantized); ``residual`` is ``[B, 1, O]`` (the block's input). The same computation as
+    ``fused_matvec(out, ..., residual=residual)`` with those weights.
     """
 
-    weight: mx.array
+    weights: MatvecWeights
     residual: mx.array
-    scales: mx.array | None = None
-    biases: mx.array | None = None
-    bits: int | None = None
-    group_size: int = 64
 
 
 def decode_attention_cuda(
@@ -231,8 +226,9 @@ def _launch(
     fold_proj = oproj if counters is not None else None
     # With the output projection the launch takes the matvec kernel's shape for it (the attention's time
     # hardly depends on its warps per block or its splits: benchmarks/NOTES.md, ninth session).
-    o_out = fold_proj.weight.shape[0] if fold_proj is not None else 0
-    o_warps, o_rows = matvec_launch_shape(o_out, fold_proj.bits) if fold_proj is not None else (_WARPS, 1)
+    o_weights = fold_proj.weights if fold_proj is not None else None
+    o_out = o_weights.weight.shape[0] if o_weights is not None else 0
+    o_warps, o_rows = matvec_launch_shape(o_out, o_weights.bits) if o_weights is not None else (_WARPS, 1)
     # <= 8 warps: a block of <= 256 threads launches whatever registers NVRTC gives the kernel (a 512-thread
     # block needing > 128 registers per thread fails to launch, and MLX does not report it).
     warps = max(1, min(shape.warps or o_warps, _MAX_WARPS, _SHARED_FLOATS // ((hq // hkv) * d)))
@@ -257,9 +253,9 @@ def _launch(
             prep.k_norm if prep is not None and prep.k_norm is not None else q,
             prep.inv_freq if prep is not None and prep.inv_freq is not None else params,
             counters if counters is not None else lengths,  # unread placeholder without FOLD
-            fold_proj.weight if fold_proj is not None else q,  # unread placeholders without OPROJ
-            fold_proj.scales if fold_proj is not None and fold_proj.scales is not None else q,
-            fold_proj.biases if fold_proj is not None and fold_proj.biases is not None else q,
+            o_weights.weight if o_weights is not None else q,  # unread placeholders without OPROJ
+            o_weights.scales if o_weights is not None and o_weights.scales is not None else q,
+            o_weights.biases if o_weights is not None and o_weights.biases is not None else q,
             fold_proj.residual if fold_proj is not None else q,
         ],
         template=[
@@ -278,8 +274,8 @@ def _launch(
             ("O_IN", hq * d),
             ("O_OUT", o_out),
             ("O_NB", b),
-            ("O_QB", (fold_proj.bits or 0) if fold_proj is not None else 0),
-            ("O_GS", fold_proj.group_size if fold_proj is not None else 64),
+            ("O_QB", (o_weights.bits or 0) if o_weights is not None else 0),
+            ("O_GS", o_weights.group_size if o_weights is not None else 64),
             ("O_RPW", o_rows),
         ],
         grid=((b * hkv * splits + o_blocks) * warps * 32, 1, 1),
@@ -612,20 +608,16 @@ def _checked_projection(proj: Any, batch: int, in_features: int, dtype: mx.Dtype
         return None
     if not isinstance(proj, OutputProjection):
         raise TypeError(f"output_projection must be an OutputProjection, got {type(proj).__name__}.")
+    w = proj.weights
+    if not isinstance(w, MatvecWeights):
+        raise TypeError(f"output_projection.weights must be MatvecWeights, got {type(w).__name__}.")
     checked_weights(
-        proj.weight,
-        proj.scales,
-        proj.biases,
-        proj.bits,
-        proj.group_size,
-        in_features,
-        dtype,
-        "the attention output",
+        w.weight, w.scales, w.biases, w.bits, w.group_size, in_features, dtype, "the attention output"
     )
     residual = require_array("residual", proj.residual)
-    if residual.shape != (batch, 1, proj.weight.shape[0]) or residual.dtype != dtype:
+    if residual.shape != (batch, 1, w.weight.shape[0]) or residual.dtype != dtype:
         raise ValueError(
-            f"residual must be {(batch, 1, proj.weight.shape[0])} in {dtype}, got {tuple(residual.shape)} "
+            f"residual must be {(batch, 1, w.weight.shape[0])} in {dtype}, got {tuple(residual.shape)} "
             f"{residual.dtype}."
         )
     return proj
@@ -639,11 +631,12 @@ def _projection_folds(
     return (
         counters is not None
         and counters.size >= batch * kv_heads + 3
-        and matvec_kernel_supports(batch, in_features, proj.residual.dtype, proj.bits, proj.group_size)
+        and matvec_kernel_supports(
+            batch, in_features, proj.residual.dtype, proj.weights.bits, proj.weights.group_size
+        )
     )
 
 
 def _project(out: mx.array, proj: OutputProjection, backend: str | None = None) -> mx.array:
     """``residual + W_o @ out`` as a launch of its own (``proj`` validated by `_checked_projection`)."""
-    weights = MatvecWeights(proj.weight, proj.scales, proj.biases, proj.bits, proj.group_size)
-    return apply_matvec(out, weights, residual=proj.residual, backend=backend)
+    return apply_matvec(out, proj.weights, residual=proj.residual, backend=backend)

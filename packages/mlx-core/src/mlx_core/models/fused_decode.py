@@ -90,10 +90,6 @@ def _enabled(dtype: mx.Dtype) -> bool:
 class LinearWeights(MatvecWeights):
     """The arrays of a bias-free projection as `fused_matvec` takes them (dense or affine-quantized)."""
 
-    def projection(self, residual: mx.array) -> OutputProjection:
-        """These weights as the attention's output projection ``residual + W @ attention``."""
-        return OutputProjection(self.weight, residual, self.scales, self.biases, self.bits, self.group_size)
-
     def __call__(self, x: mx.array, **epilogue: Any) -> mx.array:
         return fused_matvec(
             x,
@@ -197,7 +193,7 @@ def decode_block(block: Any, x: mx.array, mask: Any, cache: Any) -> mx.array | N
         rope_input_scale=weights.rotation.input_scale,
         # + 3: the work tickets of a launch that also applies o_proj (see decode_attention_qkv)
         counters=cache.kernel_counters(cache.keys.shape[0] * cache.keys.shape[1] + 3),
-        output_projection=weights.o.projection(residual=x) if fold_o else None,
+        output_projection=OutputProjection(weights.o, residual=x) if fold_o else None,
     )
     cache.store_appended(keys, values, next_position)
     if weights.group is not None:  # tensor parallel: the same two all-reduces as the layer code

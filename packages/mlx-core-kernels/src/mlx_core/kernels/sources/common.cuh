@@ -279,6 +279,28 @@ __device__ __forceinline__ int mck_block_ticket(int* counter) {
   return ticket;
 }
 
+// Counts the block as done in *counter once every thread's writes are visible (each thread fences, then
+// the block syncs, then one thread adds). Call it from all threads.
+__device__ __forceinline__ void mck_block_signal(int* counter) {
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    atomicAdd(counter, 1);
+  }
+}
+
+// End of a block of the last phase of a two-phase launch whose counters are ctr[0] (tickets), ctr[1] (first
+// phase done) and ctr[2] (last phase done): the last of its `blocks` blocks resets all three, when every
+// block has taken its ticket and no block waits any more. Call it from all threads.
+__device__ __forceinline__ void mck_block_finish(int* ctr, int blocks) {
+  __syncthreads();
+  if (threadIdx.x == 0 && atomicAdd(ctr + 2, 1) == blocks - 1) {
+    atomicExch(ctr, 0);
+    atomicExch(ctr + 1, 0);
+    atomicExch(ctr + 2, 0);
+  }
+}
+
 // Block-wide wait until *counter >= target, for a counter that other blocks increment after their writes
 // and a __threadfence(); thread 0 polls, then fences, so the block's later reads see those writes.
 __device__ __forceinline__ void mck_block_wait_for(const int* counter, int target) {

@@ -48,12 +48,7 @@ if constexpr (OPROJ) {
     mck_matvec_block<T, O_IN, O_OUT, O_NB, O_QB, O_GS, false, 1, NW, O_RPW, true>(
         static_cast<unsigned int>(blk - B * Hkv * splits), out, o_w, o_scales, o_biases, static_cast<const T*>(nullptr),
         o_residual, params, h, wait_for_heads);
-    __syncthreads();
-    if (threadIdx.x == 0 && atomicAdd(launch_ctr + 2, 1) == O_BLOCKS - 1) {
-      atomicExch(launch_ctr, 0);  // every block has taken its ticket and no block waits any more
-      atomicExch(launch_ctr + 1, 0);
-      atomicExch(launch_ctr + 2, 0);
-    }
+    mck_block_finish(launch_ctr, O_BLOCKS);
     return;
   }
 }
@@ -556,11 +551,7 @@ if constexpr (FOLD) {
       __syncwarp();  // the next head of this warp rewrites fold_w[warp]
     }
     if constexpr (OPROJ) {
-      __threadfence();  // this kv head's `out` is visible before it is counted as merged
-      __syncthreads();
-      if (threadIdx.x == 0) {
-        atomicAdd(const_cast<int*>(counters) + B * Hkv + 1, 1);
-      }
+      mck_block_signal(const_cast<int*>(counters) + B * Hkv + 1);  // this kv head's `out` is merged
     }
   }
 }

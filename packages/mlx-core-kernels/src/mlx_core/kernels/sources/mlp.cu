@@ -21,11 +21,7 @@ if (blk < GU_BLOCKS) {
   mck_matvec_block<T, I, H, NB, GU_QB, GU_GS, true, 2, NW, GU_RPW, false>(
       static_cast<unsigned int>(blk), x, gu_w, gu_scales, gu_biases, norm_w, static_cast<const T*>(nullptr), params,
       h, [] {});
-  __threadfence();  // this thread's rows of h are visible before the block is counted as done
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    atomicAdd(ctr + 1, 1);
-  }
+  mck_block_signal(ctr + 1);  // the block's rows of h are visible before it counts as done
   return;
 }
 // Down projection: issue the first weight loads, wait until all of h is written, then read it through L2.
@@ -33,9 +29,4 @@ auto wait_for_h = [&]() { mck_block_wait_for(ctr + 1, GU_BLOCKS); };
 mck_matvec_block<T, H, I, NB, D_QB, D_GS, false, 1, NW, D_RPW, true>(
     static_cast<unsigned int>(blk - GU_BLOCKS), h, down_w, down_scales, down_biases, static_cast<const T*>(nullptr),
     x, params, y, wait_for_h);
-__syncthreads();
-if (threadIdx.x == 0 && atomicAdd(ctr + 2, 1) == D_BLOCKS - 1) {
-  atomicExch(ctr, 0);  // every block has taken its ticket and no block waits any more
-  atomicExch(ctr + 1, 0);
-  atomicExch(ctr + 2, 0);
-}
+mck_block_finish(ctr, D_BLOCKS);

@@ -36,7 +36,6 @@ from mlx_core.kernels.swiglu import fused_swiglu
 __all__ = [
     "MatvecWeights",
     "apply_matvec",
-    "checked_matvec_args",
     "checked_norm_weight",
     "checked_weights",
     "fused_matvec",
@@ -281,7 +280,7 @@ def checked_norm_weight(norm_weight: Any, in_features: int, dtype: mx.Dtype) -> 
     return norm_weight
 
 
-def checked_matvec_args(
+def _checked_matvec_args(
     x: Any,
     weight: Any,
     scales: Any,
@@ -354,7 +353,7 @@ def fused_matvec(
     Returns:
         ``[..., O]`` (``[..., O / 2]`` with ``swiglu``) in ``x``'s dtype.
     """
-    x, weight, q_bits, norm_weight, eps, residual = checked_matvec_args(
+    x, weight, q_bits, norm_weight, eps, residual = _checked_matvec_args(
         x, weight, scales, biases, bits, group_size, norm_weight, eps, residual, swiglu
     )
     return apply_matvec(
@@ -378,7 +377,7 @@ def apply_matvec(
     swiglu: bool = False,
     backend: str | None = None,
 ) -> mx.array:
-    """`fused_matvec` for arguments already validated (`checked_matvec_args` or `checked_weights` plus the
+    """`fused_matvec` for arguments already validated (`fused_matvec`'s checks, or `checked_weights` plus the
     caller's own checks): the kernel where it covers the shapes, else the MLX ops."""
     rows = math.prod(x.shape[:-1])
     bits, group_size = weights.bits, weights.group_size

@@ -114,31 +114,30 @@ def test_fused_logits_match_the_layer_code(
     assert np.abs(want).max() > 1.0
 
 
-def test_o_proj_apart_gives_the_same_logits(
-    monkeypatch: pytest.MonkeyPatch, build: Callable[..., Model]
+@pytest.mark.parametrize(
+    ("flag", "name", "quantize", "seed", "folded_count"),
+    [
+        ("FOLD_O_PROJ", "qwen3", False, 4, "projected"),  # o_proj a matvec of its own
+        ("FOLD_MLP", "llama3-rope", True, 6, "mlp_folded"),  # gate/up and down as two launches
+    ],
+)
+def test_fold_switched_off_gives_the_same_logits(
+    flag: str,
+    name: str,
+    quantize: bool,
+    seed: int,
+    folded_count: str,
+    monkeypatch: pytest.MonkeyPatch,
+    build: Callable[..., Model],
 ) -> None:
-    """``FOLD_O_PROJ = False`` keeps o_proj a matvec of its own: same logits, no projection requested."""
-    model = build(CONFIGS["qwen3"], seed=4)
-    tokens = np.random.default_rng(5).integers(0, BASE["vocab_size"], size=10)
+    """``FOLD_O_PROJ = False`` / ``FOLD_MLP = False``: that fold is not requested, the logits are the same."""
+    model = build(CONFIGS[name], quantize, seed=seed)
+    tokens = np.random.default_rng(seed + 1).integers(0, BASE["vocab_size"], size=10)
     folded = deferred_logits(model, tokens, "always")
-    monkeypatch.setattr(fd, "FOLD_O_PROJ", False)
+    monkeypatch.setattr(fd, flag, False)
     counter = Counter(monkeypatch)
     apart = deferred_logits(model, tokens, "always")
-    assert counter.calls == BASE["num_hidden_layers"] * 4 and counter.projected == 0
-    np.testing.assert_array_equal(apart, folded)
-
-
-def test_mlp_apart_gives_the_same_logits(
-    monkeypatch: pytest.MonkeyPatch, build: Callable[..., Model]
-) -> None:
-    """``FOLD_MLP = False``: gate/up and down as two launches, the same logits."""
-    model = build(CONFIGS["llama3-rope"], True, seed=6)
-    tokens = np.random.default_rng(7).integers(0, BASE["vocab_size"], size=10)
-    folded = deferred_logits(model, tokens, "always")
-    monkeypatch.setattr(fd, "FOLD_MLP", False)
-    counter = Counter(monkeypatch)
-    apart = deferred_logits(model, tokens, "always")
-    assert counter.calls == BASE["num_hidden_layers"] * 4 and counter.mlp_folded == 0
+    assert counter.calls == BASE["num_hidden_layers"] * 4 and getattr(counter, folded_count) == 0
     np.testing.assert_array_equal(apart, folded)
 
 

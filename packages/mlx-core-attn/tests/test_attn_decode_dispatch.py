@@ -26,16 +26,27 @@ def _naive(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, visible: i
 @pytest.fixture
 def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Pretend the backend is CUDA; record the kernel calls and run the kernel's mx.fast fallback."""
-    calls: list[Any] = []
+    calls = KernelCalls()
 
-    def kernel(q: mx.array, k: mx.array, v: mx.array, scale: float, valid_length: Any = None) -> mx.array:
+    def kernel(
+        q: mx.array, k: mx.array, v: mx.array, scale: float, valid_length: Any = None, *, counters: Any = None
+    ) -> mx.array:
         calls.append(valid_length)
-        return decode_attention(q, k, v, scale, valid_length, backend="fallback")
+        calls.counters.append(counters)
+        return decode_attention(q, k, v, scale, valid_length, counters=counters, backend="fallback")
 
     monkeypatch.setattr(sdpa_module, "backend", lambda dtype: "cuda")
     monkeypatch.setattr(sdpa_module, "decode_attention", kernel)
     monkeypatch.setattr(sdpa_module, "_decode_kernel_mode", True)
     return calls
+
+
+class KernelCalls(list[Any]):
+    """The ``valid_length`` of each faked kernel call; ``counters`` holds what each call got for its merge."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counters: list[Any] = []
 
 
 def _static_step(cache: StaticKVCache, rng: np.random.Generator, window: int | None = None) -> tuple:
@@ -56,6 +67,8 @@ def test_static_cache_decode_uses_kernel_with_valid_length(fake_cuda: list[Any])
     q = mx.array(rng.standard_normal((1, 8, 1, 32)), mx.float16)
     out = scaled_dot_product_attention(q, k, v, scale=32**-0.5, mask=mask, cache=cache)
     assert len(fake_cuda) == 1 and int(fake_cuda[0].item()) == 21
+    # The cache's own counters, so the kernel merges its splits in the same launch.
+    assert len(fake_cuda.counters) == 1 and fake_cuda.counters[0] is cache.kernel_counters(2)
     ref = _naive(np.array(q, np.float32), np.array(k, np.float32), np.array(v, np.float32), 32**-0.5, 21)
     np.testing.assert_allclose(np.array(out, np.float32), ref, atol=1e-2, rtol=1e-2)
 
@@ -85,6 +98,7 @@ def test_unmasked_decode_uses_kernel_over_all_keys(fake_cuda: list[Any], mask: A
     v = mx.array(rng.standard_normal((1, 1, 17, 32)), mx.bfloat16)
     out = scaled_dot_product_attention(q, k, v, scale=0.3, mask=mask)
     assert fake_cuda == [None]
+    assert fake_cuda.counters == [None]  # no cache owns counters: the two-launch merge
     ref = _naive(*(np.array(a.astype(mx.float32)) for a in (q, k, v)), 0.3, 17)
     np.testing.assert_allclose(np.array(out.astype(mx.float32)), ref, atol=2e-2, rtol=2e-2)
 
@@ -123,9 +137,11 @@ def test_unmasked_decode_stays_on_mx_fast_unless_forced(monkeypatch: pytest.Monk
 def test_auto_mode_uses_kernel_for_static_cache_masks(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Any] = []
 
-    def kernel(q: mx.array, k: mx.array, v: mx.array, scale: float, valid_length: Any = None) -> mx.array:
+    def kernel(
+        q: mx.array, k: mx.array, v: mx.array, scale: float, valid_length: Any = None, *, counters: Any = None
+    ) -> mx.array:
         calls.append(valid_length)
-        return decode_attention(q, k, v, scale, valid_length, backend="fallback")
+        return decode_attention(q, k, v, scale, valid_length, counters=counters, backend="fallback")
 
     monkeypatch.setattr(sdpa_module, "backend", lambda dtype: "cuda")
     monkeypatch.setattr(sdpa_module, "decode_attention", kernel)

@@ -159,3 +159,24 @@ def test_append_rejects_mismatched_rows() -> None:
         decode_attention_append(q, k, v, mx.zeros((1, 1, 1, 32)), mx.zeros((1, 1, 1, 32)), 3, 1.0)
     with pytest.raises(TypeError, match="cache dtype"):
         decode_attention_append(q, k, v, row.astype(mx.float16), row.astype(mx.float16), 3, 1.0)
+
+
+def test_counters_are_validated_then_unused_off_cuda() -> None:
+    """Off CUDA ``counters`` changes nothing (same output, still zero); a wrong one is named."""
+    q, k, v = (mx.array(a) for a in make(2, 8, 2, 40, 32, seed=7))
+    counters = mx.zeros((4,), dtype=mx.int32)
+    plain = decode_attention(q, k, v, 0.3, valid_length=33)
+    counted = decode_attention(q, k, v, 0.3, valid_length=33, counters=counters)
+    np.testing.assert_array_equal(np.array(counted), np.array(plain))
+    row = mx.array(make(2, 2, 2, 1, 32, seed=8)[1])
+    appended = decode_attention_append(q, k, v, row, row, 5, 0.3, counters=counters)[0]
+    np.testing.assert_array_equal(
+        np.array(appended), np.array(decode_attention_append(q, k, v, row, row, 5, 0.3)[0])
+    )
+    assert not np.array(counters).any()
+    with pytest.raises(ValueError, match=r"N >= B \* Hkv = 4, got \(3,\)"):
+        decode_attention(q, k, v, 0.3, counters=mx.zeros((3,), dtype=mx.int32))
+    with pytest.raises(ValueError, match=r"zeroed int32 .*float32"):
+        decode_attention_append(q, k, v, row, row, 5, 0.3, counters=mx.zeros((4,)))
+    with pytest.raises(TypeError, match=r"counters must be an mx\.array"):
+        decode_attention(q, k, v, 0.3, counters=[0, 0, 0, 0])  # type: ignore[arg-type]

@@ -163,3 +163,58 @@ def test_append_in_place_over_many_steps(b: int, hq: int, hkv: int, lk: int, d: 
         mx.eval(out)
         np.testing.assert_array_equal(f32(k_buf), f32(k_ref))
         np.testing.assert_array_equal(f32(v_buf), f32(v_ref))
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])  # the SIMT and the tensor-core key loops
+@pytest.mark.parametrize(
+    ("b", "hq", "hkv", "lk", "d"), [(1, 32, 8, 4099, 128), (8, 16, 2, 1000, 64), (2, 4, 4, 5, 32)]
+)
+def test_one_launch_with_counters_matches_two_launches(
+    b: int, hq: int, hkv: int, lk: int, d: int, dtype: mx.Dtype
+) -> None:
+    """With ``counters`` the last block per kv head merges the splits: the same result as the merge kernel
+    and as mx.fast, at several split counts, with the counters back at zero after every launch."""
+    q, k, v = (
+        rand((b, hq, 1, d), dtype, 41),
+        rand((b, hkv, lk, d), dtype, 42),
+        rand((b, hkv, lk, d), dtype, 43),
+    )
+    scale = d**-0.5
+    lengths = mx.array([lk - 3 * i for i in range(b)], dtype=mx.int32)
+    mask = (mx.arange(lk)[None, :] < lengths[:, None])[:, None, None, :]
+    expected = f32(mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask))
+    counters = mx.array(np.zeros(b * hkv, dtype=np.int32))
+    for splits in (None, 1, 7, 33):
+        two = f32(decode_attention_cuda(q, k, v, scale, lengths, splits=splits))
+        one = f32(decode_attention_cuda(q, k, v, scale, lengths, splits=splits, counters=counters))
+        assert not np.array(counters).any(), f"counters not reset (splits={splits}): {np.array(counters)}"
+        np.testing.assert_allclose(one, two, rtol=1e-6, atol=1e-6 if dtype == mx.float32 else 1e-2)
+        np.testing.assert_allclose(one, expected, **tol(dtype))
+    public = decode_attention(q, k, v, scale, valid_length=lengths, counters=counters)
+    np.testing.assert_allclose(f32(public), expected, **tol(dtype))
+    assert not np.array(counters).any()
+
+
+def test_append_with_counters_over_many_steps() -> None:
+    """The appending kernel with counters: each step writes its row in place and merges in one launch."""
+    from mlx_core.kernels import decode_attention_append
+
+    b, hq, hkv, cap, d, dtype = 2, 16, 4, 640, 128, mx.bfloat16
+    k_buf, v_buf = rand((b, hkv, cap, d), dtype, 51), rand((b, hkv, cap, d), dtype, 52)
+    mx.eval(k_buf, v_buf)
+    k_ref, v_ref = mx.array(k_buf), mx.array(v_buf)
+    counters = mx.array(np.zeros(b * hkv, dtype=np.int32))
+    for step, pos in enumerate(range(600, 605)):
+        q = rand((b, hq, 1, d), dtype, 60 + step)
+        k_new, v_new = rand((b, hkv, 1, d), dtype, 70 + step), rand((b, hkv, 1, d), dtype, 80 + step)
+        out, _, _ = decode_attention_append(
+            q, k_buf, v_buf, k_new, v_new, mx.array(pos), d**-0.5, counters=counters
+        )
+        k_ref = mx.slice_update(k_ref, k_new, mx.array([pos]), axes=(2,))
+        v_ref = mx.slice_update(v_ref, v_new, mx.array([pos]), axes=(2,))
+        want = mx.fast.scaled_dot_product_attention(
+            q, k_ref[:, :, : pos + 1], v_ref[:, :, : pos + 1], scale=d**-0.5
+        )
+        np.testing.assert_allclose(f32(out), f32(want), **tol(dtype))
+        assert not np.array(counters).any(), f"counters not reset after step {step}"
+        np.testing.assert_array_equal(f32(k_buf), f32(k_ref))

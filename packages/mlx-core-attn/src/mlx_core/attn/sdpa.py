@@ -156,7 +156,8 @@ def scaled_dot_product_attention(
     ):
         use, valid_length = _decode_kernel_length(keys, values, mask, cache)
         if use:
-            return decode_attention(queries, keys, values, float(scale), valid_length)
+            counters = _kernel_counters(cache, queries.shape[0] * keys.shape[1])
+            return decode_attention(queries, keys, values, float(scale), valid_length, counters=counters)
     if sinks is not None and sinks.dtype != queries.dtype:
         sinks = sinks.astype(queries.dtype)  # mx.fast requires sinks that promote to the output dtype
     return mx.fast.scaled_dot_product_attention(queries, keys, values, scale=scale, mask=mask, sinks=sinks)
@@ -189,11 +190,19 @@ def _append_and_attend(
     ):
         return None
     _check(queries.shape, keys.shape, values.shape, keys.shape[-1], None, None)
+    counters = _kernel_counters(cache, queries.shape[0] * keys.shape[1])
     out, keys, values = decode_attention_append(
-        queries, keys, values, new_keys, new_values, position, float(scale)
+        queries, keys, values, new_keys, new_values, position, float(scale), counters=counters
     )
     cache.complete_append(keys, values)
     return out
+
+
+def _kernel_counters(cache: Any, n: int) -> mx.array | None:
+    """The cache's own zeroed counters (`StaticKVCache.kernel_counters`), with which the decode kernel merges
+    its splits in the same launch; ``None`` (two launches) for caches without them."""
+    kernel_counters = getattr(cache, "kernel_counters", None)
+    return kernel_counters(n) if callable(kernel_counters) else None
 
 
 def _decode_kernel_length(

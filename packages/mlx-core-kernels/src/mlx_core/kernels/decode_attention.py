@@ -166,6 +166,7 @@ def decode_attention_cuda(
     warps: int | None = None,
     rows_in_flight: int | None = None,
     mma: bool | None = None,
+    counters: mx.array | None = None,
 ) -> mx.array:
     """Launch both CUDA passes (no validation); ``lengths`` is int32 ``[B]``.
 
@@ -177,10 +178,20 @@ def decode_attention_cuda(
     each warp of the SIMT loop loads before using any) override the launch shape (benchmarks sweep them).
     ``mma=False`` keeps the SIMT key loop where the tensor-core loop would apply (bf16/fp16, <= 8 query
     heads per kv head, D 64 or 128; on GPUs before sm_80 the SIMT loop is compiled in either way).
+    ``counters`` (validated, zeroed int32, >= B * Hkv entries) merges the splits in the same launch.
     """
     shape = _LaunchOverrides(splits, warps, rows_in_flight, mma)
     out, _ = _launch(
-        q, k, v, scale, lengths, shape=shape, init_value=init_value, append=append, packed=packed
+        q,
+        k,
+        v,
+        scale,
+        lengths,
+        shape=shape,
+        init_value=init_value,
+        append=append,
+        packed=packed,
+        counters=counters,
     )
     return out
 
@@ -341,6 +352,19 @@ def _fallback(
     return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask[:, None, None, :])
 
 
+def _checked_counters(counters: Any, batch: int, kv_heads: int) -> mx.array | None:
+    """``counters`` validated: ``None`` or an int32 ``[N]`` array with ``N >= batch * kv_heads``."""
+    if counters is None:
+        return None
+    counters = require_array("counters", counters)
+    if counters.dtype != mx.int32 or counters.ndim != 1 or counters.size < batch * kv_heads:
+        raise ValueError(
+            f"counters must be a zeroed int32 [N] array with N >= B * Hkv = {batch * kv_heads}, got "
+            f"{tuple(counters.shape)} {counters.dtype}."
+        )
+    return counters
+
+
 def _checked(q: Any, k: Any, v: Any, scale: Any) -> tuple[mx.array, mx.array, mx.array]:
     """Validate decode-attention operands (types, ranks, shapes, dtypes); return them as arrays."""
     q = require_array("q", q)
@@ -375,6 +399,7 @@ def decode_attention(
     scale: float,
     valid_length: ValidLength = None,
     *,
+    counters: mx.array | None = None,
     backend: str | None = None,
 ) -> mx.array:
     """Softmax attention of one query token over a KV cache, GQA-aware.
@@ -387,6 +412,10 @@ def decode_attention(
         valid_length: attend to the first ``valid_length`` keys only: ``None`` (all ``Lk``), an int,
             or an integer ``mx.array`` scalar / ``[B]`` (per batch entry, read on the device so a
             compiled decode step keeps fixed shapes).
+        counters: optional evaluated, zeroed int32 ``[N]`` array, ``N >= B * Hkv``, that the caller owns
+            (e.g. `StaticKVCache.kernel_counters`). On CUDA the kernel's last block per kv head then merges
+            the splits: one launch instead of two; the kernel leaves it zero. Launches that may run
+            concurrently must not share it (one per cache is safe: a cache's steps depend on each other).
         backend: ``None``/``"auto"``, ``"fallback"`` (mx.fast), ``"cuda"``.
 
     Returns:
@@ -394,11 +423,12 @@ def decode_attention(
     """
     q, k, v = _checked(q, k, v, scale)
     lengths = _lengths_array(valid_length, q.shape[0], k.shape[2])
+    counters = _checked_counters(counters, q.shape[0], k.shape[1])
     impl = resolve_backend(backend, q.dtype)
     if impl == "cuda" and kernel_supports(q, k):
         if lengths is None:
             lengths = _full_lengths(q.shape[0], k.shape[2])
-        return decode_attention_cuda(q, k, v, float(scale), lengths)
+        return decode_attention_cuda(q, k, v, float(scale), lengths, counters=counters)
     return _fallback(q, k, v, float(scale), valid_length, lengths)
 
 
@@ -431,6 +461,7 @@ def decode_attention_append(
     position: int | mx.array,
     scale: float,
     *,
+    counters: mx.array | None = None,
     backend: str | None = None,
 ) -> tuple[mx.array, mx.array, mx.array]:
     """Append one token's key/value at row ``position`` of fixed-size caches and attend over rows
@@ -443,7 +474,8 @@ def decode_attention_append(
     row-strided buffers that nothing else reads as a snapshot (a `StaticKVCache`'s buffers). Elsewhere
     (CPU, Metal, shapes the kernel does not cover) it is ``mx.slice_update`` + :func:`decode_attention`
     and the returned caches are new arrays. ``position`` is an int or an int32 scalar array (on the
-    device, so a compiled step keeps fixed shapes).
+    device, so a compiled step keeps fixed shapes). ``counters``: as for :func:`decode_attention` (one
+    launch instead of two on CUDA).
     """
     q, k_cache, v_cache = _checked(q, k_cache, v_cache, scale)
     k_new = require_array("k_new", k_new)
@@ -458,9 +490,12 @@ def decode_attention_append(
         raise TypeError(f"new keys/values ({k_new.dtype}) must have the cache dtype ({k_cache.dtype}).")
     pos = _position_array(position, k_cache.shape[2])
     lengths = mx.broadcast_to(pos.reshape(-1) + 1, (q.shape[0],))
+    counters = _checked_counters(counters, q.shape[0], k_cache.shape[1])
     impl = resolve_backend(backend, q.dtype)
     if impl == "cuda" and kernel_supports(q, k_cache):
-        out = decode_attention_cuda(q, k_cache, v_cache, float(scale), lengths, append=(k_new, v_new))
+        out = decode_attention_cuda(
+            q, k_cache, v_cache, float(scale), lengths, append=(k_new, v_new), counters=counters
+        )
         return out, k_cache, v_cache
     start = pos.reshape(1)
     k_cache = mx.slice_update(k_cache, k_new, start, axes=(2,))
@@ -553,13 +588,7 @@ def decode_attention_qkv(
     eps = require_eps(eps)
     rope = _rope_mode(rope_inv_freq, rope_traditional, d)
     pos = _position_array(position, k_cache.shape[2])
-    if counters is not None:
-        counters = require_array("counters", counters)
-        if counters.dtype != mx.int32 or counters.ndim != 1 or counters.size < b * hkv:
-            raise ValueError(
-                f"counters must be a zeroed int32 [N] array with N >= B * Hkv = {b * hkv}, got "
-                f"{tuple(counters.shape)} {counters.dtype}."
-            )
+    counters = _checked_counters(counters, b, hkv)
     proj = _checked_projection(output_projection, b, n_heads * d, qkv.dtype)
     impl = resolve_backend(backend, qkv.dtype)
     if impl == "cuda" and _kernel_covers(n_heads, k_cache) and (rope != 2 or (d // 32) % 2 == 0):

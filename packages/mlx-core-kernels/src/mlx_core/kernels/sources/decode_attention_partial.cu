@@ -475,13 +475,16 @@ for (int idx = static_cast<int>(threadIdx.x); idx < G * DD; idx += NW * 32) {
 // counters[batch * Hkv + kv head] (caller-owned int32, zero between launches); the block that arrives
 // last merges every split of its G query heads into `out` and resets the counter to zero (CUDA's
 // threadFenceReduction pattern; launches sharing `counters` must not run concurrently). The merge is
-// latency-bound, so nothing in it loops over splits one load at a time: a warp per query head takes the
-// max and the weights with its lanes over the splits, then every lane sums its EPL output elements with
-// FR splits' loads in flight.
+// latency-bound, so it is built to take few round trips to L2: a warp per query head loads every split's
+// (max, sum) pair at once (lanes over the splits) together with the first FR splits' partial outputs, which
+// do not depend on the weights; every lane then sums its EPL output elements, FR splits' loads at a time.
 if constexpr (FOLD) {
   __shared__ bool last_block;
   constexpr int FW = G < NW ? G : NW;  // warps that merge (one query head each)
-  __shared__ float fold_w[FW][256];  // one weight per split (decode_attention._MAX_SPLITS = 256)
+  constexpr int MAX_SPLITS = 256;  // decode_attention._MAX_SPLITS
+  constexpr int MS = MAX_SPLITS / 32;  // (max, sum) pairs per lane
+  constexpr int FR = 64 / EPL > 32 ? 32 : 64 / EPL;  // splits per round: ~64 floats of loads in flight
+  __shared__ float fold_w[FW][MAX_SPLITS];  // one weight per split
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -494,44 +497,68 @@ if constexpr (FOLD) {
   __syncthreads();
   if (last_block) {
     __threadfence();
-    constexpr int FR = EPL >= 32 ? 1 : (32 / EPL > 16 ? 16 : 32 / EPL);  // ~32 floats of loads in flight
     for (int g = warp; g < G; g += NW) {
       const long long hrow = static_cast<long long>(b) * Hq + kvh * G + g;
-      const float* ml = part_ml + hrow * splits * 2;
+      const float2* ml = reinterpret_cast<const float2*>(part_ml + hrow * splits * 2);
+      const float* po = part_o + hrow * splits * DD + lane * EPL;
+      float pv[FR][EPL];
+      auto load_round = [&](int s0) {
+#pragma unroll
+        for (int j = 0; j < FR; ++j) {
+          if (s0 + j < splits) {
+            const float* src = po + static_cast<long long>(s0 + j) * DD;
+            if constexpr (EPL % 4 == 0) {
+#pragma unroll
+              for (int i = 0; i < EPL; i += 4) {
+                const float4 q4 = __ldcg(reinterpret_cast<const float4*>(src + i));
+                pv[j][i] = q4.x;
+                pv[j][i + 1] = q4.y;
+                pv[j][i + 2] = q4.z;
+                pv[j][i + 3] = q4.w;
+              }
+            } else {
+#pragma unroll
+              for (int i = 0; i < EPL; ++i) {
+                pv[j][i] = __ldcg(src + i);
+              }
+            }
+          }
+        }
+      };
+      load_round(0);
+      float2 mls[MS];
       float m_max = mck_neg_inf();
-      for (int s = lane; s < splits; s += 32) {
-        m_max = fmaxf(m_max, __ldcg(ml + 2 * s));
+#pragma unroll
+      for (int j = 0; j < MS; ++j) {
+        const int sp = lane + 32 * j;
+        mls[j] = sp < splits ? __ldcg(ml + sp) : make_float2(mck_neg_inf(), 0.0f);
+        m_max = fmaxf(m_max, mls[j].x);
       }
 #pragma unroll
       for (int off = 16; off > 0; off >>= 1) {
         m_max = fmaxf(m_max, __shfl_xor_sync(0xffffffffu, m_max, off));
       }
       float l_part = 0.0f;
-      for (int s = lane; s < splits; s += 32) {
-        const float ms = __ldcg(ml + 2 * s);
-        const float wt = ms == mck_neg_inf() ? 0.0f : exp2f(ms - m_max);
-        fold_w[warp][s] = wt;
-        l_part += __ldcg(ml + 2 * s + 1) * wt;
+#pragma unroll
+      for (int j = 0; j < MS; ++j) {
+        const int sp = lane + 32 * j;
+        if (sp < splits) {
+          const float wt = mls[j].x == mck_neg_inf() ? 0.0f : exp2f(mls[j].x - m_max);
+          fold_w[warp][sp] = wt;
+          l_part += mls[j].y * wt;
+        }
       }
       const float l_total = mck_warp_sum(l_part);
       const float inv_sum = l_total > 0.0f ? 1.0f / l_total : 0.0f;
       __syncwarp();
-      const float* po = part_o + hrow * splits * DD + lane * EPL;
       float o[EPL];
 #pragma unroll
       for (int i = 0; i < EPL; ++i) {
         o[i] = 0.0f;
       }
       for (int s0 = 0; s0 < splits; s0 += FR) {
-        float pv[FR][EPL];
-#pragma unroll
-        for (int j = 0; j < FR; ++j) {
-          if (s0 + j < splits) {
-#pragma unroll
-            for (int i = 0; i < EPL; ++i) {
-              pv[j][i] = __ldcg(po + static_cast<long long>(s0 + j) * DD + i);
-            }
-          }
+        if (s0 > 0) {
+          load_round(s0);
         }
 #pragma unroll
         for (int j = 0; j < FR; ++j) {

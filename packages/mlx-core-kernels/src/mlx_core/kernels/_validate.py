@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import mlx.core as mx
 from mlx_core.kernels.backend import FLOAT_DTYPES
@@ -32,3 +33,14 @@ def require_eps(eps: object) -> float:
     if not math.isfinite(value) or value < 0.0:
         raise ValueError(f"eps must be finite and >= 0, got {eps!r}.")
     return value
+
+
+def optional_counters(counters: Any, minimum: int, requirement: str) -> mx.array | None:
+    """A kernel's caller-owned counter buffer: ``None``, or a 1-D int32 array of at least ``minimum`` entries
+    (ValueError naming ``requirement``, e.g. ``"a zeroed int32 [N] array with N >= 8"``, otherwise)."""
+    if counters is None:
+        return None
+    counters = require_array("counters", counters)
+    if counters.dtype != mx.int32 or counters.ndim != 1 or counters.size < minimum:
+        raise ValueError(f"counters must be {requirement}, got {tuple(counters.shape)} {counters.dtype}.")
+    return counters

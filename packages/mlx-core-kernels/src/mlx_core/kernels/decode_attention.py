@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import mlx.core as mx
 from mlx_core.kernels._scalars import kernel_scalars
 from mlx_core.kernels._sources import kernel_source
-from mlx_core.kernels._validate import require_array, require_eps, require_float
+from mlx_core.kernels._validate import optional_counters, require_array, require_eps, require_float
 from mlx_core.kernels.backend import resolve_backend
 from mlx_core.kernels.matvec import (
     MatvecWeights,
@@ -354,15 +354,8 @@ def _fallback(
 
 def _checked_counters(counters: Any, batch: int, kv_heads: int) -> mx.array | None:
     """``counters`` validated: ``None`` or an int32 ``[N]`` array with ``N >= batch * kv_heads``."""
-    if counters is None:
-        return None
-    counters = require_array("counters", counters)
-    if counters.dtype != mx.int32 or counters.ndim != 1 or counters.size < batch * kv_heads:
-        raise ValueError(
-            f"counters must be a zeroed int32 [N] array with N >= B * Hkv = {batch * kv_heads}, got "
-            f"{tuple(counters.shape)} {counters.dtype}."
-        )
-    return counters
+    n = batch * kv_heads
+    return optional_counters(counters, n, f"a zeroed int32 [N] array with N >= B * Hkv = {n}")
 
 
 def _checked(q: Any, k: Any, v: Any, scale: Any) -> tuple[mx.array, mx.array, mx.array]:

@@ -20,7 +20,7 @@ from typing import Any
 import mlx.core as mx
 from mlx_core.kernels._scalars import kernel_scalars
 from mlx_core.kernels._sources import kernel_source
-from mlx_core.kernels._validate import require_array, require_eps, require_float
+from mlx_core.kernels._validate import optional_counters, require_array, require_eps, require_float
 from mlx_core.kernels.backend import resolve_backend
 from mlx_core.kernels.matvec import (
     MatvecWeights,
@@ -147,18 +147,6 @@ def _mlp_cuda(
     return y
 
 
-def _checked_counters(counters: Any) -> mx.array | None:
-    if counters is None:
-        return None
-    counters = require_array("counters", counters)
-    if counters.dtype != mx.int32 or counters.ndim != 1 or counters.size < 3:
-        raise ValueError(
-            f"counters must be a 1-D int32 array of at least 3 zeros, got {tuple(counters.shape)} "
-            f"{counters.dtype}."
-        )
-    return counters
-
-
 def fused_mlp(
     x: mx.array,
     gate_up: MatvecWeights,
@@ -214,7 +202,7 @@ def fused_mlp(
         raise ValueError(f"down must have {hidden} output rows (x's features), got {down.weight.shape[0]}.")
     norm_weight = checked_norm_weight(norm_weight, hidden, x.dtype)
     eps = require_eps(eps)
-    counters = _checked_counters(counters)
+    counters = optional_counters(counters, 3, "a 1-D int32 array of at least 3 zeros")
     rows = math.prod(x.shape[:-1])
     impl = resolve_backend(backend, x.dtype)
     if (

@@ -6,7 +6,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from mlx_core.kernels import decode_attention, decode_attention_append
-from mlx_core.kernels.decode_attention import _mma_covers, mma_num_splits, num_splits
+from mlx_core.kernels.decode_attention import _mma_covers, mma_launch, mma_num_splits, num_splits
 
 
 def reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, lengths: list[int]) -> np.ndarray:
@@ -82,6 +82,17 @@ def test_mma_num_splits_aims_at_1056_warps_with_a_tile_each() -> None:
     assert mma_num_splits(1, 8, 100) == 2
     assert mma_num_splits(64, 64, 4096) == 1
     assert mma_num_splits(1, 1, 1_000_000) == 256  # capped
+
+
+def test_mma_launch_takes_one_wave_of_wide_blocks_for_few_heads_and_long_caches() -> None:
+    assert mma_launch(1, 8, 4096) == (8, 16)  # 8 kv heads x 16 splits = 128 blocks of 8 warps, 2 tiles a warp
+    assert mma_launch(1, 8, 65536) == (8, 16)
+    assert mma_launch(1, 2, 100_000) == (8, 66)
+    assert mma_launch(1, 1, 1_000_000) == (8, 132)
+    assert mma_launch(1, 8, 2048) == (4, mma_num_splits(1, 8, 2048))  # one tile a warp: 4-warp blocks
+    assert mma_launch(1, 8, 1024) == (4, 16)
+    assert mma_launch(2, 8, 16384) == (4, mma_num_splits(2, 8, 16384))  # 16 kv heads: < 16 splits each
+    assert mma_launch(8, 8, 16384) == (4, 5)
 
 
 @pytest.mark.parametrize(

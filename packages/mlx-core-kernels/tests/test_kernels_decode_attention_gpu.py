@@ -195,6 +195,29 @@ def test_one_launch_with_counters_matches_two_launches(
     assert not np.array(counters).any()
 
 
+@pytest.mark.parametrize("valid", [1, 17, 4000, 9001, 16384])
+def test_wide_default_launch_matches_four_warp_launch(valid: int) -> None:
+    """One sequence, 8 kv heads, a 16k cache: the default launch is one wave of 8-warp blocks
+    (`mma_launch`); at every valid length it agrees with mx.fast and with the 4-warp launch."""
+    b, hq, hkv, lk, d = 1, 32, 8, 16384, 128
+    dtype = mx.bfloat16
+    q, k, v = (
+        rand((b, hq, 1, d), dtype, 51),
+        rand((b, hkv, lk, d), dtype, 52),
+        rand((b, hkv, lk, d), dtype, 53),
+    )
+    scale = d**-0.5
+    lengths = mx.array([valid] * 4, dtype=mx.int32)  # the kernel reads entry 0
+    expected = f32(mx.fast.scaled_dot_product_attention(q, k[:, :, :valid], v[:, :, :valid], scale=scale))
+    counters = mx.array(np.zeros(b * hkv, dtype=np.int32))
+    wide = f32(decode_attention_cuda(q, k, v, scale, lengths, counters=counters))
+    narrow = f32(decode_attention_cuda(q, k, v, scale, lengths, counters=counters, warps=4))
+    assert not np.isnan(wide).any(), "output not fully written"
+    assert not np.array(counters).any()
+    np.testing.assert_allclose(wide, expected, **tol(dtype))
+    np.testing.assert_allclose(wide, narrow, rtol=1e-2, atol=1e-2)
+
+
 def test_append_with_counters_over_many_steps() -> None:
     """The appending kernel with counters: each step writes its row in place and merges in one launch."""
     from mlx_core.kernels import decode_attention_append

@@ -41,6 +41,8 @@ _LONG_SPLITS = 66
 _MIN_KEYS_PER_SPLIT = 32
 _MAX_SPLITS = 256
 _MMA_TARGET_WARPS = 1056
+_SMS = 132  # an H100's (and H200's) streaming multiprocessors
+_WIDE_MIN_SPLITS = 16  # mma_launch: 8-warp blocks when every kv head gets at least this many splits
 _MAX_REGS = 64  # G * D / 32 floats of accumulator per lane (and G * D * 16 bytes of shared memory)
 
 ValidLength = int | mx.array | None
@@ -105,6 +107,23 @@ def mma_num_splits(batch: int, kv_heads: int, keys: int, warps: int = _WARPS) ->
     (measured on an H100: benchmarks/NOTES.md); ``warps`` per block."""
     fill = -(-_MMA_TARGET_WARPS // (batch * kv_heads * warps))
     return max(1, min(fill, -(-keys // (16 * warps)), _MAX_SPLITS))
+
+
+def mma_launch(batch: int, kv_heads: int, keys: int) -> tuple[int, int]:
+    """Warps per block and key splits of the tensor-core loop without a folded output projection.
+
+    Few kv heads and a long cache (``batch * kv_heads * 16 <= 132``, e.g. one sequence with 8 kv heads, and at
+    least two 16-key tiles per warp): one wave of 8-warp blocks, one per SM, so each kv head has few splits
+    (16) and a short merge. ncu on an H100 (base clocks; B = 1, 8 kv heads, D = 128, bf16; calls 87 and 88):
+    12.2 / 11.9 µs at L = 4k against 13.6 / 13.5 for 4 warps × 33 splits, level at 16k (31.7 / 30.4 against
+    30.8 / 31.9) and 98.4 against 101.3 at 64k. At 1k (one tile per warp) 4 warps × 16 splits was 0.4 µs
+    faster in both calls, so shorter caches keep it. 8-warp blocks need ~140 registers a thread: an SM holds
+    one, and more splits would only add a second wave. Otherwise 4 warps and `mma_num_splits`.
+    """
+    splits = _SMS // (batch * kv_heads)
+    if splits >= _WIDE_MIN_SPLITS and keys >= splits * _MAX_WARPS * 32:
+        return _MAX_WARPS, min(splits, _MAX_SPLITS)
+    return _WARPS, mma_num_splits(batch, kv_heads, keys)
 
 
 def kernel_supports(q: mx.array, k: mx.array) -> bool:
@@ -242,8 +261,14 @@ def _launch(
     o_warps, o_rows = matvec_launch_shape(o_out, o_weights.bits) if o_weights is not None else (_WARPS, 1)
     # <= 8 warps: a block of <= 256 threads launches whatever registers NVRTC gives the kernel (a 512-thread
     # block needing > 128 registers per thread fails to launch, and MLX does not report it).
-    warps = max(1, min(shape.warps or o_warps, _MAX_WARPS, _SHARED_FLOATS // ((hq // hkv) * d)))
-    splits = shape.splits or (mma_num_splits(b, hkv, lk, warps) if mma else num_splits(b, hkv, lk))
+    wide = mma and fold_proj is None and shape.warps is None and shape.splits is None
+    wide_warps, wide_splits = mma_launch(b, hkv, lk) if wide else (o_warps, 0)
+    warps = max(1, min(shape.warps or wide_warps, _MAX_WARPS, _SHARED_FLOATS // ((hq // hkv) * d)))
+    splits = (
+        shape.splits
+        or (wide_splits if wide and warps == wide_warps else 0)
+        or (mma_num_splits(b, hkv, lk, warps) if mma else num_splits(b, hkv, lk))
+    )
     rows_in_flight = max(1, shape.rows_in_flight or _ROWS_IN_FLIGHT)  # < 1 would never advance the key loop
     k_new, v_new = append if append is not None else (q, q)  # unread placeholders without APPEND
     prep = packed[1] if packed is not None else None

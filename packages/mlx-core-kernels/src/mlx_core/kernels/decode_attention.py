@@ -261,12 +261,15 @@ def _launch(
     o_warps, o_rows = matvec_launch_shape(o_out, o_weights.bits) if o_weights is not None else (_WARPS, 1)
     # <= 8 warps: a block of <= 256 threads launches whatever registers NVRTC gives the kernel (a 512-thread
     # block needing > 128 registers per thread fails to launch, and MLX does not report it).
-    wide = mma and fold_proj is None and shape.warps is None and shape.splits is None
-    wide_warps, wide_splits = mma_launch(b, hkv, lk) if wide else (o_warps, 0)
-    warps = max(1, min(shape.warps or wide_warps, _MAX_WARPS, _SHARED_FLOATS // ((hq // hkv) * d)))
+    # Default shape: o_proj's when it is folded in, else the tensor-core loop's own (`mma_launch`).
+    tuned = mma and fold_proj is None and shape.warps is None and shape.splits is None
+    default_warps, default_splits = mma_launch(b, hkv, lk) if tuned else (o_warps, None)
+    warps = max(1, min(shape.warps or default_warps, _MAX_WARPS, _SHARED_FLOATS // ((hq // hkv) * d)))
+    if warps != default_warps:  # capped by shared memory: the splits follow the warps
+        default_splits = None
     splits = (
         shape.splits
-        or (wide_splits if wide and warps == wide_warps else 0)
+        or default_splits
         or (mma_num_splits(b, hkv, lk, warps) if mma else num_splits(b, hkv, lk))
     )
     rows_in_flight = max(1, shape.rows_in_flight or _ROWS_IN_FLIGHT)  # < 1 would never advance the key loop

@@ -25,6 +25,7 @@ from mlx_core.kernels.backend import resolve_backend
 from mlx_core.kernels.matvec import (
     MatvecWeights,
     apply_matvec,
+    checked_residual,
     checked_weights,
     matvec_kernel_supports,
     matvec_launch_shape,
@@ -664,12 +665,7 @@ def _checked_projection(proj: Any, batch: int, in_features: int, dtype: mx.Dtype
     checked_weights(
         w.weight, w.scales, w.biases, w.bits, w.group_size, in_features, dtype, "the attention output"
     )
-    residual = require_array("residual", proj.residual)
-    if residual.shape != (batch, 1, w.weight.shape[0]) or residual.dtype != dtype:
-        raise ValueError(
-            f"residual must be {(batch, 1, w.weight.shape[0])} in {dtype}, got {tuple(residual.shape)} "
-            f"{residual.dtype}."
-        )
+    checked_residual(proj.residual, (batch, 1, w.weight.shape[0]), dtype)
     return proj
 
 

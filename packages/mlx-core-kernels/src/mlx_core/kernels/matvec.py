@@ -37,6 +37,7 @@ __all__ = [
     "MatvecWeights",
     "apply_matvec",
     "checked_norm_weight",
+    "checked_residual",
     "checked_weights",
     "fused_matvec",
     "matvec_cuda",
@@ -280,6 +281,16 @@ def checked_norm_weight(norm_weight: Any, in_features: int, dtype: mx.Dtype) -> 
     return norm_weight
 
 
+def checked_residual(residual: Any, shape: tuple[int, ...], dtype: mx.Dtype) -> mx.array:
+    """Validate a residual added to a projection's output of ``shape`` in ``dtype``."""
+    residual = require_array("residual", residual)
+    if residual.shape != shape or residual.dtype != dtype:
+        raise ValueError(
+            f"residual must be {shape} in {dtype}, got {tuple(residual.shape)} {residual.dtype}."
+        )
+    return residual
+
+
 def _checked_matvec_args(
     x: Any,
     weight: Any,
@@ -314,12 +325,7 @@ def _checked_matvec_args(
     eps = require_eps(eps)
     lead = x.shape[:-1]
     if residual is not None:
-        residual = require_array("residual", residual)
-        if residual.shape != (*lead, out_features) or residual.dtype != x.dtype:
-            raise ValueError(
-                f"residual must be {(*lead, out_features)} in {x.dtype}, got {tuple(residual.shape)} "
-                f"{residual.dtype}."
-            )
+        residual = checked_residual(residual, (*lead, out_features), x.dtype)
     return x, weight, q_bits, norm_weight, eps, residual
 
 

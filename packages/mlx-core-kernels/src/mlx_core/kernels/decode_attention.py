@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import mlx.core as mx
+from mlx_core.kernels._inputs import inputs_read, kernel_reading
 from mlx_core.kernels._scalars import kernel_scalars
 from mlx_core.kernels._sources import kernel_source
 from mlx_core.kernels._validate import optional_counters, require_array, require_eps, require_float
@@ -49,31 +50,72 @@ _MAX_REGS = 64  # G * D / 32 floats of accumulator per lane (and G * D * 16 byte
 ValidLength = int | mx.array | None
 
 
-@functools.cache
-def _partial_kernel() -> Any:
-    return mx.fast.cuda_kernel(
-        name="mlx_core_decode_attention_partial",
-        input_names=[
-            "queries",
-            "keys",
-            "values",
-            "lengths",
-            "params",
-            "k_new",
-            "v_new",
-            "q_norm",
-            "k_norm",
-            "inv_freq",
-            "counters",
-            "o_w",
-            "o_scales",
-            "o_biases",
-            "o_residual",
-        ],
-        output_names=["part_o", "part_ml", "next_pos", "out", "h"],
-        source=kernel_source("decode_attention_partial.cu"),
-        header=kernel_source("common.cuh") + kernel_source("matvec_block.cuh"),
+_PARTIAL_INPUTS = (
+    "queries",
+    "keys",
+    "values",
+    "lengths",
+    "position",
+    "params",
+    "k_new",
+    "v_new",
+    "q_norm",
+    "k_norm",
+    "inv_freq",
+    "counters",
+    "o_w",
+    "o_scales",
+    "o_biases",
+    "o_residual",
+)
+# inputs a launch may leave out (see _inputs), each named by one that every launch passes
+_PARTIAL_ALIASES = {
+    # the packed path passes its write position (any one-element array, a scalar too) as `position`: a
+    # scalar input has no strides parameter, so the source's `lengths_strides` must then name another one
+    "lengths": "position",
+    "lengths_strides": "queries_strides",
+    "position": "lengths",
+    "k_new": "queries",
+    "k_new_strides": "queries_strides",
+    "v_new": "queries",
+    "v_new_strides": "queries_strides",
+    "q_norm": "queries",
+    "k_norm": "queries",
+    "inv_freq": "params",
+    "counters": "lengths",
+    "o_w": "queries",
+    "o_scales": "queries",
+    "o_biases": "queries",
+    "o_residual": "queries",
+}
+
+
+# With the output projection folded in, the partials and the attention output are scratch that no caller
+# sees: they share one float32 output `part` (fewer outputs, less host time per launch), laid out as
+# part_o [B, Hq, splits, D], part_ml [B, Hq, splits, 2], then `out` [B, Hq * D] in T from a 16-byte boundary.
+_SCRATCH_VIEWS = {
+    "part_o": "part",
+    "part_ml": "part + static_cast<long long>(B) * Hq * splits * DD",
+    "out": "reinterpret_cast<T*>(part + (static_cast<long long>(B) * Hq * splits * (DD + 2) + 3) / 4 * 4)",
+}
+
+
+def _scratch_floats(b: int, hq: int, splits: int, d: int, dtype: mx.Dtype) -> int:
+    """Floats of `part` under `_SCRATCH_VIEWS`' layout."""
+    return -(-(b * hq * splits * (d + 2)) // 4) * 4 + -(-(b * hq * d * dtype.size) // 4)
+
+
+def _partial_kernel(read: frozenset[str], scratch: bool) -> Any:
+    return kernel_reading(
+        "mlx_core_decode_attention_partial",
+        _PARTIAL_INPUTS,
+        read,
+        _PARTIAL_ALIASES,
+        ("part", "next_pos", "h") if scratch else ("part_o", "part_ml", "next_pos", "out", "h"),
+        "decode_attention_partial.cu",
+        ("common.cuh", "matvec_block.cuh"),
         ensure_row_contiguous=False,
+        views=_SCRATCH_VIEWS if scratch else None,
     )
 
 
@@ -193,9 +235,10 @@ def decode_attention_cuda(
     ``append=(k_new, v_new)`` ([B, Hkv, 1, D]): row ``lengths - 1`` is that new token, written into ``k``
     and ``v`` in place by the kernel (see :func:`decode_attention_append`). ``packed=(Hq, prep)``: ``q``
     is the fused projection ``[B, 1, (Hq + 2 Hkv) * D]`` of the new token, prepared by the kernel and
-    appended likewise, ``lengths`` is the write position ``[1]``, and the result is ``[B, 1, Hq * D]``
-    (see :func:`decode_attention_qkv`). ``splits``, ``warps`` (per block) and ``rows_in_flight`` (key rows
-    each warp of the SIMT loop loads before using any) override the launch shape (benchmarks sweep them).
+    appended likewise, ``lengths`` is the write position (one element, any shape), and the result is
+    ``[B, 1, Hq * D]`` (see :func:`decode_attention_qkv`). ``splits``, ``warps`` (per block) and
+    ``rows_in_flight`` (key rows each warp of the SIMT loop loads before using any) override the launch
+    shape (benchmarks sweep them).
     ``mma=False`` keeps the SIMT key loop where the tensor-core loop would apply (bf16/fp16, <= 8 query
     heads per kv head, D 64 or 128; on GPUs before sm_80 the SIMT loop is compiled in either way).
     ``counters`` (validated, zeroed int32, >= B * Hkv entries) merges the splits in the same launch.
@@ -274,30 +317,38 @@ def _launch(
         or (mma_num_splits(b, hkv, lk, warps) if mma else num_splits(b, hkv, lk))
     )
     rows_in_flight = max(1, shape.rows_in_flight or _ROWS_IN_FLIGHT)  # < 1 would never advance the key loop
-    k_new, v_new = append if append is not None else (q, q)  # unread placeholders without APPEND
     prep = packed[1] if packed is not None else None
     params = kernel_scalars(
         (float(scale), prep.eps, prep.input_scale) if prep is not None else (float(scale),)
     )
     o_blocks = -(-o_out // (warps * o_rows))
-    part_o, part_ml, next_pos, folded, projected = _partial_kernel()(
-        inputs=[
-            q,
-            k,
-            v,
-            lengths,
-            params,
-            k_new,
-            v_new,
-            prep.q_norm if prep is not None and prep.q_norm is not None else q,
-            prep.k_norm if prep is not None and prep.k_norm is not None else q,
-            prep.inv_freq if prep is not None and prep.inv_freq is not None else params,
-            counters if counters is not None else lengths,  # unread placeholder without FOLD
-            o_weights.weight if o_weights is not None else q,  # unread placeholders without OPROJ
-            o_weights.scales if o_weights is not None and o_weights.scales is not None else q,
-            o_weights.biases if o_weights is not None and o_weights.biases is not None else q,
-            fold_proj.residual if fold_proj is not None else q,
-        ],
+    o_quant = (
+        (o_weights.scales, o_weights.biases) if o_weights is not None and o_weights.bits else (None, None)
+    )
+    read, inputs = inputs_read(
+        _PARTIAL_INPUTS,
+        {  # None: not read by this launch's template settings, so not passed
+            "queries": q,
+            "keys": k,
+            "values": v,
+            "lengths": lengths if packed is None else None,
+            "position": lengths if packed is not None else None,
+            "params": params,
+            "k_new": append[0] if append is not None else None,
+            "v_new": append[1] if append is not None else None,
+            "q_norm": prep.q_norm if prep is not None else None,
+            "k_norm": prep.k_norm if prep is not None else None,
+            "inv_freq": prep.inv_freq if prep is not None and prep.rope != 0 else None,
+            "counters": counters,
+            "o_w": o_weights.weight if o_weights is not None else None,
+            "o_scales": o_quant[0],
+            "o_biases": o_quant[1],
+            "o_residual": fold_proj.residual if fold_proj is not None else None,
+        },
+    )
+    scratch = fold_proj is not None
+    outputs = _partial_kernel(read, scratch)(
+        inputs=inputs,
         template=[
             ("T", q.dtype),
             ("G", hq // hkv),
@@ -320,17 +371,24 @@ def _launch(
         ],
         grid=((b * hkv * splits + o_blocks) * warps * 32, 1, 1),
         threadgroup=(warps * 32, 1, 1),
-        output_shapes=[  # next_pos (and the unwritten out / h) >= 16 bytes: see _scalars
+        # next_pos (and the unwritten out / h) >= 16 bytes: see _scalars
+        output_shapes=[(_scratch_floats(b, hq, splits, d, q.dtype),), (4,), (b, 1, o_out)]
+        if scratch
+        else [
             (b, hq, splits, d),
             (b, hq, splits, 2),
             (4,),
             (b, 1, hq * d) if counters is not None else (16 // q.dtype.size,),
-            (b, 1, o_out) if fold_proj is not None else (16 // q.dtype.size,),
+            (16 // q.dtype.size,),
         ],
-        output_dtypes=[mx.float32, mx.float32, mx.int32, q.dtype, q.dtype],
+        output_dtypes=[mx.float32, mx.int32, q.dtype]
+        if scratch
+        else [mx.float32, mx.float32, mx.int32, q.dtype, q.dtype],
     )
-    if fold_proj is not None:
+    if scratch:
+        _, next_pos, projected = outputs
         return projected, next_pos
+    part_o, part_ml, next_pos, folded, _ = outputs
     if counters is not None:
         return (folded if packed is not None else folded.reshape(b, hq, 1, d)), next_pos
     threads = max(d, 32)  # per split group; groups of threads share a row's splits
@@ -623,7 +681,7 @@ def decode_attention_qkv(
             k_cache,
             v_cache,
             float(scale),
-            pos.reshape(1),
+            pos,  # one element, read as lengths[0]: no reshape primitive per layer
             packed=(n_heads, prep),
             counters=counters,
             oproj=fold_proj,

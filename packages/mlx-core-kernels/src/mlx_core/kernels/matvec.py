@@ -21,14 +21,13 @@ MLX ops. There is no Metal kernel: Metal runs the MLX ops.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
+from mlx_core.kernels._inputs import inputs_read, kernel_reading
 from mlx_core.kernels._scalars import kernel_scalars
-from mlx_core.kernels._sources import kernel_source
 from mlx_core.kernels._validate import require_array, require_eps, require_float
 from mlx_core.kernels.backend import resolve_backend
 from mlx_core.kernels.swiglu import fused_swiglu
@@ -69,15 +68,14 @@ class MatvecWeights:
         return self.scales.dtype if self.scales is not None else self.weight.dtype
 
 
-@functools.cache
-def _cuda_kernel() -> Any:
-    return mx.fast.cuda_kernel(
-        name="mlx_core_matvec",
-        input_names=["x", "w", "scales", "biases", "norm_w", "residual", "params"],
-        output_names=["y"],
-        source=kernel_source("matvec.cu"),
-        header=kernel_source("common.cuh") + kernel_source("matvec_block.cuh"),
-        ensure_row_contiguous=True,
+_INPUTS = ("x", "w", "scales", "biases", "norm_w", "residual", "params")
+# inputs a launch may leave out (see _inputs): the template switches their code off
+_ALIASES = {"scales": "x", "biases": "x", "norm_w": "x", "residual": "x"}
+
+
+def _cuda_kernel(read: frozenset[str]) -> Any:
+    return kernel_reading(
+        "mlx_core_matvec", _INPUTS, read, _ALIASES, ("y",), "matvec.cu", ("common.cuh", "matvec_block.cuh")
     )
 
 
@@ -149,17 +147,20 @@ def matvec_cuda(
     warps = warps or default_warps
     rows_per_warp = rows_per_warp or default_rows
     per_block = warps * rows_per_warp
-    placeholder = x  # never read: the template switches the corresponding code off
-    (y,) = _cuda_kernel()(
-        inputs=[
-            x,
-            weight,
-            scales if scales is not None else placeholder,
-            biases if biases is not None else placeholder,
-            norm_weight if norm_weight is not None else placeholder,
-            residual if residual is not None else placeholder,
-            kernel_scalars((float(eps),)),
-        ],
+    read, inputs = inputs_read(
+        _INPUTS,
+        {
+            "x": x,
+            "w": weight,
+            "scales": scales,
+            "biases": biases,
+            "norm_w": norm_weight,
+            "residual": residual,
+            "params": kernel_scalars((float(eps),)),
+        },
+    )
+    (y,) = _cuda_kernel(read)(
+        inputs=inputs,
         template=[
             ("T", x.dtype),
             ("I", in_features),

@@ -13,13 +13,12 @@ Metal, the two `fused_matvec` computations run (`apply_matvec`: the arguments ar
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
 import mlx.core as mx
+from mlx_core.kernels._inputs import inputs_read, kernel_reading
 from mlx_core.kernels._scalars import kernel_scalars
-from mlx_core.kernels._sources import kernel_source
 from mlx_core.kernels._validate import optional_counters, require_array, require_eps, require_float
 from mlx_core.kernels.backend import resolve_backend
 from mlx_core.kernels.matvec import (
@@ -37,26 +36,25 @@ __all__ = ["fused_mlp", "mlp_kernel_supports", "mlp_launch_shape"]
 _SHARED_BYTES = 46 * 1024
 
 
-@functools.cache
-def _cuda_kernel() -> Any:
-    return mx.fast.cuda_kernel(
-        name="mlx_core_mlp",
-        input_names=[
-            "x",
-            "gu_w",
-            "gu_scales",
-            "gu_biases",
-            "norm_w",
-            "down_w",
-            "down_scales",
-            "down_biases",
-            "params",
-            "counters",
-        ],
-        output_names=["y", "h"],
-        source=kernel_source("mlp.cu"),
-        header=kernel_source("common.cuh") + kernel_source("matvec_block.cuh"),
-        ensure_row_contiguous=True,
+_INPUTS = (
+    "x",
+    "gu_w",
+    "gu_scales",
+    "gu_biases",
+    "norm_w",
+    "down_w",
+    "down_scales",
+    "down_biases",
+    "params",
+    "counters",
+)
+# inputs a launch may leave out (see _inputs): dense projections read no scales or biases
+_ALIASES = {"gu_scales": "x", "gu_biases": "x", "down_scales": "x", "down_biases": "x"}
+
+
+def _cuda_kernel(read: frozenset[str]) -> Any:
+    return kernel_reading(
+        "mlx_core_mlp", _INPUTS, read, _ALIASES, ("y", "h"), "mlp.cu", ("common.cuh", "matvec_block.cuh")
     )
 
 
@@ -108,24 +106,23 @@ def _mlp_cuda(
     warps, gate_up_rows, down_rows = mlp_launch_shape(hidden, intermediate, gate_up.bits, down.bits)
     blocks = -(-intermediate // (warps * gate_up_rows)) + -(-hidden // (warps * down_rows))
 
-    def quant(w: MatvecWeights) -> tuple[mx.array, mx.array]:
-        return (w.scales, w.biases) if w.scales is not None and w.biases is not None else (x, x)  # x: unread
-
-    gate_up_scales, gate_up_biases = quant(gate_up)
-    down_scales, down_biases = quant(down)
-    y, _ = _cuda_kernel()(
-        inputs=[
-            x,
-            gate_up.weight,
-            gate_up_scales,
-            gate_up_biases,
-            norm_weight,
-            down.weight,
-            down_scales,
-            down_biases,
-            kernel_scalars((float(eps),)),
-            counters,
-        ],
+    read, inputs = inputs_read(
+        _INPUTS,
+        {
+            "x": x,
+            "gu_w": gate_up.weight,
+            "gu_scales": gate_up.scales if gate_up.bits else None,
+            "gu_biases": gate_up.biases if gate_up.bits else None,
+            "norm_w": norm_weight,
+            "down_w": down.weight,
+            "down_scales": down.scales if down.bits else None,
+            "down_biases": down.biases if down.bits else None,
+            "params": kernel_scalars((float(eps),)),
+            "counters": counters,
+        },
+    )
+    y, _ = _cuda_kernel(read)(
+        inputs=inputs,
         template=[
             ("T", x.dtype),
             ("I", hidden),

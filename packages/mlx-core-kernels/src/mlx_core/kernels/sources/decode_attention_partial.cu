@@ -5,7 +5,8 @@
 //         [B, Hkv, Lk, D] (dtype T, any strides), lengths [B] int32 (valid keys per batch entry),
 //         params float32 (softmax scale; PACKED: then RMSNorm eps, RoPE input scale), k_new / v_new
 //         [B, Hkv, 1, D] (read when APPEND and not PACKED), q_norm / k_norm [D] T (QK_NORM), inv_freq
-//         [D / 2] float32 (ROPE). PACKED: lengths is [1], the write position.
+//         [D / 2] float32 (ROPE). PACKED: lengths is the write position (one element; the launcher may
+//         pass it as the input `position`, which `lengths` then names).
 // PACKED: the kernel prepares the new token itself: per-head RMSNorm of queries and keys (QK_NORM,
 // rounded like mx.fast.rms_norm), RoPE at position lengths[b] - 1 (ROPE 1: halves rotated, 2:
 // interleaved pairs; rounded to T like mx.fast.rope), then appends the key/value (PACKED implies APPEND).
@@ -84,29 +85,29 @@ if constexpr (PACKED) {
   const float in_scale = params[2];
   const float pos = static_cast<float>(new_row < 0 ? 0 : new_row);
   // One head of D values, lane holding [lane * EPL, lane * EPL + EPL): optional RMSNorm, then RoPE.
-  auto prepare = [&](const T* head, const T* norm_w, bool rotate, float* out) {
+  auto prepare = [&](const T* head, const T* norm_w, bool rotate, float* dst) {
 #pragma unroll
     for (int i = 0; i < EPL; ++i) {
-      out[i] = static_cast<float>(head[lane * EPL + i]);
+      dst[i] = static_cast<float>(head[lane * EPL + i]);
     }
     if (QK_NORM && norm_w != nullptr) {
       float ss = 0.0f;
 #pragma unroll
       for (int i = 0; i < EPL; ++i) {
-        ss += out[i] * out[i];
+        ss += dst[i] * dst[i];
       }
       const float inv = rsqrtf(mck_warp_sum(ss) / static_cast<float>(DD) + eps);
 #pragma unroll
       for (int i = 0; i < EPL; ++i) {
-        const T normed = static_cast<T>(out[i] * inv);
-        out[i] = static_cast<float>(static_cast<T>(static_cast<float>(norm_w[lane * EPL + i]) * static_cast<float>(normed)));
+        const T normed = static_cast<T>(dst[i] * inv);
+        dst[i] = static_cast<float>(static_cast<T>(static_cast<float>(norm_w[lane * EPL + i]) * static_cast<float>(normed)));
       }
     }
     if (ROPE != 0 && rotate) {
       if (in_scale != 1.0f) {
 #pragma unroll
         for (int i = 0; i < EPL; ++i) {
-          out[i] = static_cast<float>(static_cast<T>(out[i] * in_scale));
+          dst[i] = static_cast<float>(static_cast<T>(dst[i] * in_scale));
         }
       }
       float rot[EPL];
@@ -114,13 +115,13 @@ if constexpr (PACKED) {
         // Halves: element d pairs with d +- D/2, which sits in lane ^ 16 at the same slot.
 #pragma unroll
         for (int i = 0; i < EPL; ++i) {
-          const float other = __shfl_xor_sync(0xffffffffu, out[i], 16);
+          const float other = __shfl_xor_sync(0xffffffffu, dst[i], 16);
           const int d = lane * EPL + i;
           const int j = d < DD / 2 ? d : d - DD / 2;
           float sn;
           float cs;
           sincosf(pos * inv_freq[j], &sn, &cs);
-          rot[i] = d < DD / 2 ? out[i] * cs - other * sn : out[i] * cs + other * sn;
+          rot[i] = d < DD / 2 ? dst[i] * cs - other * sn : dst[i] * cs + other * sn;
         }
       } else {
         // Interleaved pairs (2j, 2j + 1), both in this lane (EPL is even).
@@ -130,13 +131,13 @@ if constexpr (PACKED) {
           float sn;
           float cs;
           sincosf(pos * inv_freq[j], &sn, &cs);
-          rot[i] = out[i] * cs - out[i + 1] * sn;
-          rot[i + 1] = out[i] * sn + out[i + 1] * cs;
+          rot[i] = dst[i] * cs - dst[i + 1] * sn;
+          rot[i + 1] = dst[i] * sn + dst[i + 1] * cs;
         }
       }
 #pragma unroll
       for (int i = 0; i < EPL; ++i) {
-        out[i] = static_cast<float>(static_cast<T>(rot[i]));
+        dst[i] = static_cast<float>(static_cast<T>(rot[i]));
       }
     }
   };

@@ -101,11 +101,13 @@ def matvec_launch_shape(out_features: int, bits: int | None) -> tuple[int, int]:
 
     Every block stages (and normalises) the whole input before its first row, so a launch of many small
     blocks pays that prologue once per wave. Quantized weights are a third of the bytes, which makes the
-    prologue dominate: an ncu sweep on an H100 (4-bit, one token) measured 16.8 µs instead of 24.2 µs for
-    Llama-3.2-1B's gate/up (8 warps × 4 rows), 14.0 instead of 19.0 µs for its down projection and 6.9
-    instead of 8.7 µs for Qwen3-0.6B's q/k/v (8 warps × 2 rows). Blocks of 16 warps were up to 10 % faster
-    still, but a 512-thread block allows 128 registers per thread and some instantiations (8-bit, wide
-    inputs, eight rows) reach that (NVRTC does not know the block size), so blocks stay at 8 warps.
+    prologue weigh more: an ncu sweep on an H100 (4-bit, one token) measured 16.8 µs instead of 24.2 µs
+    for Llama-3.2-1B's gate/up with 8 warps × 4 rows. Once the quantized prologue's chunk sums read shared
+    memory without bank conflicts (H100, ncu, fresh weights each launch), one row per warp is the faster
+    shape below 4096 outputs: Llama-3.2-1B 4-bit down 11.8 µs against 12.5 µs (8 × 2), q/k/v 7.9 against
+    8.3, o 5.5 against 6.1. Blocks of 16 warps were up to 10 % faster still, but a 512-thread block
+    allows 128 registers per thread and some instantiations (8-bit, wide inputs, eight rows) reach that
+    (NVRTC does not know the block size), so blocks stay at 8 warps.
     Dense weights: 8 warps × 2 rows from 3072 outputs (H200 sweep: Llama-3.2-1B's gate/up 31.0 → 21.0 µs,
     Qwen3-0.6B's q/k/v 7.3 → 6.3 µs), 4 warps × 1 row below (1024-output projections: within 0.1 µs of
     the best shape).
@@ -116,7 +118,7 @@ def matvec_launch_shape(out_features: int, bits: int | None) -> tuple[int, int]:
         return (8, 2) if out_features >= 3072 else (4, 1)
     if out_features > 4096:
         return 8, min(4, -(-out_features // 2048))
-    return (8, 2) if out_features >= 2048 else (8, 1)
+    return 8, 1
 
 
 def matvec_cuda(

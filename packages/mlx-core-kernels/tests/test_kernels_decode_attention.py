@@ -6,7 +6,13 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from mlx_core.kernels import decode_attention, decode_attention_append
-from mlx_core.kernels.decode_attention import _mma_covers, mma_launch, mma_num_splits, num_splits
+from mlx_core.kernels.decode_attention import (
+    _mma_covers,
+    fold_num_splits,
+    mma_launch,
+    mma_num_splits,
+    num_splits,
+)
 
 
 def reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, lengths: list[int]) -> np.ndarray:
@@ -82,6 +88,13 @@ def test_mma_num_splits_aims_at_1056_warps_with_a_tile_each() -> None:
     assert mma_num_splits(1, 8, 100) == 2
     assert mma_num_splits(64, 64, 4096) == 1
     assert mma_num_splits(1, 1, 1_000_000) == 256  # capped
+
+
+def test_fold_num_splits_caps_long_caches_at_24() -> None:
+    assert fold_num_splits(1, 8, 4096, 4) == 24  # mma_num_splits gives 33
+    assert fold_num_splits(1, 8, 776, 4) == 13  # short caches: unchanged
+    assert fold_num_splits(8, 8, 16384, 4) == 5
+    assert fold_num_splits(1, 8, 100, 4) == mma_num_splits(1, 8, 100, 4)
 
 
 def test_mma_launch_takes_one_wave_of_wide_blocks_for_few_heads_and_long_caches() -> None:

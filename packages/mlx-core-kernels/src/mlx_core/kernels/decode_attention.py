@@ -45,6 +45,7 @@ _MAX_SPLITS = 256
 _MMA_TARGET_WARPS = 1056
 _SMS = 132  # an H100's (and H200's) streaming multiprocessors
 _WIDE_MIN_SPLITS = 16  # mma_launch: 8-warp blocks when every kv head gets at least this many splits
+_FOLD_MAX_SPLITS = 24  # fold_num_splits: key splits per kv head when o_proj is folded into the launch
 _MAX_REGS = 64  # G * D / 32 floats of accumulator per lane (and G * D * 16 bytes of shared memory)
 
 ValidLength = int | mx.array | None
@@ -150,6 +151,16 @@ def mma_num_splits(batch: int, kv_heads: int, keys: int, warps: int = _WARPS) ->
     (measured on an H100: benchmarks/NOTES.md); ``warps`` per block."""
     fill = -(-_MMA_TARGET_WARPS // (batch * kv_heads * warps))
     return max(1, min(fill, -(-keys // (16 * warps)), _MAX_SPLITS))
+
+
+def fold_num_splits(batch: int, kv_heads: int, keys: int, warps: int = _WARPS) -> int:
+    """Key splits of the tensor-core loop in a launch that also applies o_proj: `mma_num_splits`, at most
+    `_FOLD_MAX_SPLITS`. There the last block per kv head merges and o_proj waits for every merge, so splits
+    beyond what the key loop needs cost time. Timeline on an H100 (Llama-3.2-1B bf16 layer, 8 kv heads, 4
+    warps, a 4096-row cache; µs per launch at positions 640 / 1500 / 3000, one process): 33 splits 14.3 /
+    15.0 / 16.3, 24 splits 13.1 / 13.6 / 14.9, 16 splits 12.8 / 14.1 / 15.4. Across two calls the gain was
+    0.4 / 0.9 / 0.1 µs (benchmarks/NOTES.md, fourteenth session)."""
+    return min(mma_num_splits(batch, kv_heads, keys, warps), _FOLD_MAX_SPLITS)
 
 
 def mma_launch(batch: int, kv_heads: int, keys: int) -> tuple[int, int]:
@@ -314,7 +325,11 @@ def _launch(
     splits = (
         shape.splits
         or default_splits
-        or (mma_num_splits(b, hkv, lk, warps) if mma else num_splits(b, hkv, lk))
+        or (
+            (fold_num_splits if fold_proj is not None else mma_num_splits)(b, hkv, lk, warps)
+            if mma
+            else num_splits(b, hkv, lk)
+        )
     )
     rows_in_flight = max(1, shape.rows_in_flight or _ROWS_IN_FLIGHT)  # < 1 would never advance the key loop
     prep = packed[1] if packed is not None else None

@@ -18,37 +18,19 @@ first version, with a 4-byte lengths array at B = 1, measured that instead of th
 
 from __future__ import annotations
 
-import csv
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from ncu_segments import segment_marker, segments
+
 ROUNDS = 3
 VARIANTS = ("two launches", "one launch", "mx.fast")
-SCALE = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}
 
 
 def run(configs: list[str]) -> None:
-    import mlx.core as mx
-
-    marker = mx.fast.cuda_kernel(
-        name="segment_marker", input_names=["x"], output_names=["y"], source="y[0] = x[0] + 1.0f;"
-    )
-    seed = mx.zeros((4,), dtype=mx.float32)
-    mx.eval(seed)
-
-    def mark(label: str) -> None:
-        (y,) = marker(
-            inputs=[seed],
-            grid=(1, 1, 1),
-            threadgroup=(1, 1, 1),
-            output_shapes=[(4,)],
-            output_dtypes=[mx.float32],
-        )
-        mx.eval(y)
-        print("SEG", label, flush=True)
-
+    mark = segment_marker()
     for spec in configs:
         launch_config(spec, mark)
     mark("end")
@@ -80,23 +62,11 @@ def launch_config(spec: str, mark: Callable[[str], None]) -> None:
 
 
 def summarize(path: str) -> None:
-    lines = Path(path).read_text().splitlines()
-    labels = [line.split(None, 1)[1] for line in lines if line.startswith("SEG ")]
-    rows = [r for r in csv.reader(line for line in lines if line.startswith('"')) if len(r) > 10]
-    head, rows = rows[0], rows[1:]
-    name_at, value_at, unit_at = (head.index(h) for h in ("Kernel Name", "Metric Value", "Metric Unit"))
-    groups: list[list[tuple[str, float]]] = []
-    for r in rows:
-        name = re.sub(r"^.*custom_kernel_", "", re.sub(r"\(.*", "", r[name_at]))
-        if "segment_marker" in name:
-            groups.append([])
-        elif groups:
-            groups[-1].append((name[:48], float(r[value_at].replace(",", "")) * SCALE.get(r[unit_at], 1.0)))
     last: dict[str, dict[str, list[tuple[str, float]]]] = {}
-    for label, kernels in zip(labels, groups, strict=False):
+    for label, kernels in segments(path):
         parts = label.split("|")
         if len(parts) == 3 and parts[2] == str(ROUNDS - 1):
-            last.setdefault(parts[0], {})[parts[1]] = kernels
+            last.setdefault(parts[0], {})[parts[1]] = [(n[:48], t) for n, t in kernels]
     print("| B x L | variant | kernel µs | mx.fast ÷ this | K/V TB/s | kernels |")
     print("|---|---|---:|---:|---:|---|")
     for spec, by_variant in last.items():

@@ -16,19 +16,18 @@ Fourteenth session (call 96, H100, base clocks): floor / ours in µs: o 5.9 / 6.
 
 from __future__ import annotations
 
-import csv
-import re
 import statistics
 import sys
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ncu_segments import segment_marker, segments
 
 MIB = 1 << 20
 CYCLE_BYTES = 256 * MIB
 H100_SMS = 132  # the read kernel's grid: 2, 4 or 8 blocks per SM of the lent card
-TIME_UNITS = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3}
 SIZES = {  # Llama-3.2-1B bf16 projections, bytes
     "o 8.4 MB": 2048 * 2048 * 2,
     "q/k/v 12.6 MB": 3072 * 2048 * 2,
@@ -74,28 +73,6 @@ if (acc == 0x9E3779B9u) {{
     return mx.fast.cuda_kernel(
         name=f"read_floor_{in_flight}", input_names=["w"], output_names=["out"], source=source
     )
-
-
-def segment_marker() -> Callable[[str], None]:
-    """Print a label and launch a one-thread marker kernel: `summarize` splits ncu's rows at the markers."""
-    import mlx.core as mx
-
-    kernel: Any = mx.fast.cuda_kernel(
-        name="segment_marker", input_names=["x"], output_names=["y"], source="y[0] = x[0];"
-    )
-
-    def mark(label: str) -> None:
-        print(f"SEG {label}", flush=True)
-        (y,) = kernel(
-            inputs=[mx.zeros((4,), dtype=mx.float32)],
-            grid=(32, 1, 1),
-            threadgroup=(32, 1, 1),
-            output_shapes=[(4,)],
-            output_dtypes=[mx.float32],
-        )
-        mx.eval(y)
-
-    return mark
 
 
 def run() -> None:
@@ -168,21 +145,13 @@ def run() -> None:
 
 def summarize(path: str) -> None:
     """Per segment: the median kernel time; per size, the best read setting against ours."""
-    lines = Path(path).read_text().splitlines()
-    labels = [line.split(None, 1)[1] for line in lines if line.startswith("SEG ")]
-    rows = [r for r in csv.reader(line for line in lines if line.startswith('"')) if len(r) > 10]
-    head, rows = rows[0], rows[1:]
-    name_at, value_at, unit_at = (head.index(h) for h in ("Kernel Name", "Metric Value", "Metric Unit"))
-    segments: list[list[float]] = []
-    for r in rows:
-        name = re.sub(r"\(.*", "", r[name_at])
-        if "segment_marker" in name:
-            segments.append([])
-        elif segments and ("read_floor" in name or "mlx_core" in name):
-            segments[-1].append(float(r[value_at].replace(",", "")) * TIME_UNITS.get(r[unit_at], 1.0))
+    measured = [
+        (label, [t for name, t in kernels if name.startswith(("read_floor", "mlx_core"))])
+        for label, kernels in segments(path)
+    ]
     best: dict[str, float] = defaultdict(lambda: float("inf"))
     ours: dict[str, float] = {}
-    for label, times in zip(labels, segments, strict=False):
+    for label, times in measured:
         if not times:
             continue
         kind, size, setting = (part.strip() for part in label.split("|"))
@@ -194,8 +163,9 @@ def summarize(path: str) -> None:
             ours[size] = median
     print("\n| bytes | floor (µs) | ours (µs) |\n|---|---:|---:|")
     for size in SIZES:
+        floor = f"{best[size]:.1f}" if size in best else "-"
         mine = f"{ours[size]:.1f}" if size in ours else "-"
-        print(f"| {size} | {best[size]:.1f} | {mine} |")
+        print(f"| {size} | {floor} | {mine} |")
 
 
 if __name__ == "__main__":

@@ -30,19 +30,28 @@ def _kernel(
     name: str,
     inputs: tuple[str, ...],
     read: frozenset[str],
-    aliases: tuple[tuple[str, str], ...],
+    alias_items: tuple[tuple[str, str], ...],
     outputs: tuple[str, ...],
     source: str,
     headers: tuple[str, ...],
     ensure_row_contiguous: bool,
-    views: tuple[tuple[str, str], ...],
+    view_items: tuple[tuple[str, str], ...],
 ) -> Any:
+    # Checked and sorted here, once per distinct launch: `kernel_reading` runs at every (eager) launch.
+    unknown = sorted(n for n in read if n not in inputs)
+    if unknown:
+        raise ValueError(f"{name} has no inputs {unknown}.")
+    aliases = dict(alias_items)
+    missing = [n for n in inputs if n not in read and n not in aliases]
+    if missing:
+        raise ValueError(f"inputs {missing} of {name} have no alias, so every launch must pass them.")
+    views = sorted(view_items)
     mask = sum(1 << i for i, n in enumerate(inputs) if n not in read)
     defines = "".join(
-        f"#define {alias} {target}\n" for alias, target in aliases if _input_of(alias) not in read
+        f"#define {alias} {target}\n" for alias, target in sorted(alias_items) if _input_of(alias) not in read
     ) + "".join(f"#define {view} ({expression})\n" for view, expression in views)
     tag = f"_r{mask:x}" if mask else ""
-    tag += f"_v{zlib.crc32(repr(views).encode()):08x}" if views else ""
+    tag += f"_v{zlib.crc32(repr(tuple(views)).encode()):08x}" if views else ""
     return mx.fast.cuda_kernel(
         name=name + tag,
         input_names=[n for n in inputs if n in read],
@@ -71,22 +80,16 @@ def kernel_reading(
     maps names the source writes to expressions over a declared output (``"part_ml": "part + n"``): several
     buffers of one launch in one output, each output costing ~1.8 µs of host time per launch.
     """
-    unknown = sorted(n for n in read if n not in inputs)
-    if unknown:
-        raise ValueError(f"{name} has no inputs {unknown}.")
-    missing = [n for n in inputs if n not in read and n not in aliases]
-    if missing:
-        raise ValueError(f"inputs {missing} of {name} have no alias, so every launch must pass them.")
     return _kernel(
         name,
         inputs,
         frozenset(read),
-        tuple(sorted(aliases.items())),
+        tuple(aliases.items()),
         outputs,
         source,
         headers,
         ensure_row_contiguous,
-        tuple(sorted((views or {}).items())),
+        tuple((views or {}).items()),
     )
 
 

@@ -163,6 +163,13 @@ def fold_num_splits(batch: int, kv_heads: int, keys: int, warps: int = _WARPS) -
     return min(mma_num_splits(batch, kv_heads, keys, warps), _FOLD_MAX_SPLITS)
 
 
+def fold_splits_bound(splits: int) -> int:
+    """The kernel's FOLD_SPLITS for a launch of ``splits`` key splits: the size of the in-launch merge's
+    per-split arrays. 32 covers every launch with o_proj folded in (`_FOLD_MAX_SPLITS`) and the wide launch
+    (`mma_launch`); longer ones take `_MAX_SPLITS`. Two instantiations, not one per cache length."""
+    return 32 if splits <= 32 else _MAX_SPLITS
+
+
 def mma_launch(batch: int, kv_heads: int, keys: int) -> tuple[int, int]:
     """Warps per block and key splits of the tensor-core loop without a folded output projection.
 
@@ -383,6 +390,7 @@ def _launch(
             ("O_QB", (o_weights.bits or 0) if o_weights is not None else 0),
             ("O_GS", o_weights.group_size if o_weights is not None else 64),
             ("O_RPW", o_rows),
+            ("FOLD_SPLITS", fold_splits_bound(splits)),
         ],
         grid=((b * hkv * splits + o_blocks) * warps * 32, 1, 1),
         threadgroup=(warps * 32, 1, 1),

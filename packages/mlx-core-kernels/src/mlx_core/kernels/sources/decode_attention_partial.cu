@@ -27,7 +27,8 @@
 // Template: T, G (query heads per kv head), EPL (D / 32 elements per lane), NW (warps per block), RIF (key
 //           rows each warp has in flight), APPEND, PACKED, QK_NORM, ROPE, FOLD, MMA (tensor-core key loop:
 //           T bf16/fp16, G <= 8, D 64 or 128; sm_80+, else the SIMT loop is compiled instead), OPROJ, O_IN
-//           (Hq * D), O_OUT, O_NB (B), O_QB (0: dense), O_GS, O_RPW.
+//           (Hq * D), O_OUT, O_NB (B), O_QB (0: dense), O_GS, O_RPW, FOLD_SPLITS (FOLD: a multiple of 32 that is
+//           at least the splits, so the merge's per-lane arrays and shared memory are no larger than needed).
 // Launch: grid = ((B * Hkv * splits + O_BLOCKS) * NW * 32, 1, 1), threadgroup = (NW * 32, 1, 1). One block
 // per (batch, kv head, split): each K/V row is read once and used for all G query heads of the group.
 constexpr int DD = EPL * 32;
@@ -482,10 +483,10 @@ for (int idx = static_cast<int>(threadIdx.x); idx < G * DD; idx += NW * 32) {
 if constexpr (FOLD) {
   __shared__ bool last_block;
   constexpr int FW = G < NW ? G : NW;  // warps that merge (one query head each)
-  constexpr int MAX_SPLITS = 256;  // decode_attention._MAX_SPLITS
-  constexpr int MS = MAX_SPLITS / 32;  // (max, sum) pairs per lane
+  static_assert(FOLD_SPLITS % 32 == 0, "FOLD_SPLITS: a multiple of 32");
+  constexpr int MS = FOLD_SPLITS / 32;  // (max, sum) pairs per lane
   constexpr int FR = 64 / EPL > 32 ? 32 : 64 / EPL;  // splits per round: ~64 floats of loads in flight
-  __shared__ float fold_w[FW][MAX_SPLITS];  // one weight per split
+  __shared__ float fold_w[FW][FOLD_SPLITS];  // one weight per split
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {

@@ -18,59 +18,46 @@ ticks in 0.26 µs steps.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import Any
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from kernel_timeline import STAMPS, WRITE_STAMPS, apply_edits, entry, set_kind, stamp, stamping
+
 PARTIAL_KERNEL = "mlx_core_decode_attention_partial"
-STAMPS = 8  # per block: entry, ticket, token prepared, key loop, partials, election, done, kind
 KIND_ATTENTION, KIND_MERGE, KIND_OUTPUT = 2, 1, 3
-STAMP_HEADER = (
-    "__device__ __forceinline__ unsigned long long mck_timer_() { unsigned long long t; "
-    'asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); return t; }\n'
-    "__shared__ unsigned long long mck_stamp_[8];\n__shared__ int mck_kind_;\n"
-)
-WRITE_STAMPS = (
-    "__syncthreads();\nif (threadIdx.x == 0) { mck_stamp_[6] = mck_timer_(); mck_stamp_[7] = mck_kind_;"
-    " for (int s_ = 0; s_ < 8; ++s_) {"
-    " times[blockIdx.x * 8 + s_] = static_cast<int64_t>(mck_stamp_[s_]); } }\n"
-)
-
-
-def _stamp(slot: int) -> str:
-    return f"if (threadIdx.x == 0) {{ mck_stamp_[{slot}] = mck_timer_(); }}\n"
 
 
 def instrumented(source: str) -> str:
     """``decode_attention_partial.cu`` with the stamps (and the final write to ``times``) inserted; fails
     loudly if the source no longer has the places it anchors on."""
     edits = [
-        (
-            "constexpr int DD = EPL * 32;",
-            f"if (threadIdx.x == 0) {{ mck_stamp_[0] = mck_timer_(); mck_kind_ = {KIND_ATTENTION}; }}\n"
-            "constexpr int DD = EPL * 32;",
-        ),
-        ("  blk = mck_block_ticket(launch_ctr);\n", "  blk = mck_block_ticket(launch_ctr);\n" + _stamp(1)),
+        ("constexpr int DD = EPL * 32;", entry(KIND_ATTENTION) + "constexpr int DD = EPL * 32;"),
+        ("  blk = mck_block_ticket(launch_ctr);\n", "  blk = mck_block_ticket(launch_ctr);\n" + stamp(1)),
         (
             "auto wait_for_heads = [&]() { mck_block_wait_for(launch_ctr + 1, B * Hkv); };",
             "auto wait_for_heads = [&]() { "
-            + _stamp(2).strip()
+            + stamp(2).strip()
             + " mck_block_wait_for(launch_ctr + 1, B * Hkv); "
-            + _stamp(3).strip()
+            + stamp(3).strip()
             + " };",
         ),
         (
             "    mck_block_finish(launch_ctr, O_BLOCKS);\n    return;",
-            "    " + _stamp(4) + "    mck_block_finish(launch_ctr, O_BLOCKS);\n"
-            f"    if (threadIdx.x == 0) {{ mck_kind_ = {KIND_OUTPUT}; }}\n" + WRITE_STAMPS + "    return;",
+            "    "
+            + stamp(4)
+            + "    mck_block_finish(launch_ctr, O_BLOCKS);\n"
+            + set_kind(KIND_OUTPUT)
+            + WRITE_STAMPS
+            + "    return;",
         ),
-        ("// The query rows hold T values here", _stamp(2) + "// The query rows hold T values here"),
-        ("// Merge the NS slots of this block", _stamp(3) + "// Merge the NS slots of this block"),
+        ("// The query rows hold T values here", stamp(2) + "// The query rows hold T values here"),
+        ("// Merge the NS slots of this block", stamp(3) + "// Merge the NS slots of this block"),
         (
             "// FOLD: the merge of pass 2 in the same launch.",
-            _stamp(4) + "// FOLD: the merge of pass 2 in the same launch.",
+            stamp(4) + "// FOLD: the merge of pass 2 in the same launch.",
         ),
         (
             "  __syncthreads();\n  if (last_block) {\n",
@@ -78,64 +65,7 @@ def instrumented(source: str) -> str:
             f" if (last_block) {{ mck_kind_ = {KIND_MERGE}; }} }}\n  if (last_block) {{\n",
         ),
     ]
-    for anchor, replacement in edits:
-        if anchor not in source:
-            raise RuntimeError(f"decode_attention_partial.cu changed: no {anchor[:50]!r} to stamp at")
-        source = source.replace(anchor, replacement, 1)
-    return source.rstrip() + "\n" + WRITE_STAMPS
-
-
-def stamping(cuda_kernel: Callable[..., Any], collected: list[mx.array]) -> Callable[..., Any]:
-    """A stand-in for ``mx.fast.cuda_kernel`` that instruments the partial kernel and collects its stamps."""
-
-    def build(
-        name: str,
-        input_names: list[str],
-        output_names: list[str],
-        source: str,
-        header: str = "",
-        **options: Any,
-    ) -> Any:
-        if not name.startswith(PARTIAL_KERNEL):
-            return cuda_kernel(
-                name=name,
-                input_names=input_names,
-                output_names=output_names,
-                source=source,
-                header=header,
-                **options,
-            )
-        kernel = cuda_kernel(
-            name=name + "_timeline",
-            input_names=input_names,
-            output_names=[*output_names, "times"],
-            source=instrumented(source),
-            header=STAMP_HEADER + header,
-            **options,
-        )
-
-        def launch(
-            *,
-            grid: tuple[int, int, int],
-            threadgroup: tuple[int, int, int],
-            output_shapes: list[Any],
-            output_dtypes: list[Any],
-            **rest: Any,
-        ) -> list[mx.array]:
-            blocks = grid[0] // threadgroup[0]
-            outputs = kernel(
-                grid=grid,
-                threadgroup=threadgroup,
-                output_shapes=[*output_shapes, (blocks * STAMPS,)],
-                output_dtypes=[*output_dtypes, mx.int64],
-                **rest,
-            )
-            collected.append(outputs[-1])
-            return list(outputs[:-1])
-
-        return launch
-
-    return build
+    return apply_edits(source, edits, "decode_attention_partial.cu").rstrip() + "\n" + WRITE_STAMPS
 
 
 def steps(times: np.ndarray) -> dict[str, tuple[float, ...]]:
@@ -174,7 +104,8 @@ def main() -> None:
     if not mx.cuda.is_available():
         raise SystemExit("needs MLX's CUDA backend")
     collected: list[mx.array] = []
-    mx.fast.cuda_kernel = stamping(mx.fast.cuda_kernel, collected)  # before the kernels are first built
+    # before the kernels are first built
+    mx.fast.cuda_kernel = stamping(mx.fast.cuda_kernel, PARTIAL_KERNEL, instrumented, collected)
     from mlx_core.kernels import MatvecWeights
     from mlx_core.kernels.decode_attention import OutputProjection, decode_attention_qkv
 

@@ -24,7 +24,7 @@ import mlx.core as mx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from kernel_timeline import STAMPS, WRITE_STAMPS, apply_edits, entry, set_kind, stamp, stamping
+from kernel_timeline import STAMPS, WRITE_STAMPS, apply_edits, entry, set_kind, stamp, stamped_wait, stamping
 
 PARTIAL_KERNEL = "mlx_core_decode_attention_partial"
 KIND_ATTENTION, KIND_MERGE, KIND_OUTPUT = 2, 1, 3
@@ -36,14 +36,7 @@ def instrumented(source: str) -> str:
     edits = [
         ("constexpr int DD = EPL * 32;", entry(KIND_ATTENTION) + "constexpr int DD = EPL * 32;"),
         ("  blk = mck_block_ticket(launch_ctr);\n", "  blk = mck_block_ticket(launch_ctr);\n" + stamp(1)),
-        (
-            "auto wait_for_heads = [&]() { mck_block_wait_for(launch_ctr + 1, B * Hkv); };",
-            "auto wait_for_heads = [&]() { "
-            + stamp(2).strip()
-            + " mck_block_wait_for(launch_ctr + 1, B * Hkv); "
-            + stamp(3).strip()
-            + " };",
-        ),
+        stamped_wait("wait_for_heads", "mck_block_wait_for(launch_ctr + 1, B * Hkv)"),
         (
             "    mck_block_finish(launch_ctr, O_BLOCKS);\n    return;",
             "    "

@@ -42,6 +42,15 @@ def entry(kind: int) -> str:
     return f"if (threadIdx.x == 0) {{ mck_stamp_[0] = mck_timer_(); mck_kind_ = {kind}; }}\n"
 
 
+def stamped_wait(name: str, call: str) -> tuple[str, str]:
+    """The edit that stamps slots 2 and 3 (a block starts waiting, stops waiting) around the wait of the
+    one-line lambda ``auto name = [&]() { call; };``."""
+    return (
+        f"auto {name} = [&]() {{ {call}; }};",
+        f"auto {name} = [&]() {{ " + stamp(2).strip() + f" {call}; " + stamp(3).strip() + " };",
+    )
+
+
 def apply_edits(source: str, edits: list[tuple[str, str]], name: str) -> str:
     """``source`` with each anchor's first occurrence replaced; fails loudly on an anchor that is gone."""
     for anchor, replacement in edits:

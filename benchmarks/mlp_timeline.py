@@ -24,7 +24,7 @@ import mlx.core as mx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from kernel_timeline import STAMPS, WRITE_STAMPS, apply_edits, entry, set_kind, stamp, stamping
+from kernel_timeline import STAMPS, WRITE_STAMPS, apply_edits, entry, set_kind, stamp, stamped_wait, stamping
 
 MLP_KERNEL = "mlx_core_mlp"
 KIND_GATE_UP, KIND_DOWN = 1, 2
@@ -43,14 +43,7 @@ def instrumented(source: str) -> str:
             "  return;",
             "  mck_block_signal(ctr + 1);\n" + stamp(3) + set_kind(KIND_GATE_UP) + WRITE_STAMPS + "  return;",
         ),
-        (
-            "auto wait_for_h = [&]() { mck_block_wait_for(ctr + 1, GU_BLOCKS); };",
-            "auto wait_for_h = [&]() { "
-            + stamp(2).strip()
-            + " mck_block_wait_for(ctr + 1, GU_BLOCKS); "
-            + stamp(3).strip()
-            + " };",
-        ),
+        stamped_wait("wait_for_h", "mck_block_wait_for(ctr + 1, GU_BLOCKS)"),
         ("    x, params, y, wait_for_h);\n", "    x, params, y, wait_for_h);\n__syncthreads();\n" + stamp(4)),
     ]
     return apply_edits(source, edits, "mlp.cu").rstrip() + "\n" + WRITE_STAMPS

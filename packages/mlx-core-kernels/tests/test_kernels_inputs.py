@@ -22,14 +22,16 @@ class Recorder:
     def __init__(self) -> None:
         self.kernels: list[dict[str, Any]] = []
         self.launches: list[tuple[dict[str, Any], list[mx.array]]] = []
+        self.settings: list[dict[str, Any]] = []  # each launch's template, grid and threadgroup
 
     def __call__(self, **declared: Any) -> Any:
         self.kernels.append(declared)
 
         def launch(
-            *, inputs: list[mx.array], output_shapes: Any, output_dtypes: Any, **_: Any
+            *, inputs: list[mx.array], output_shapes: Any, output_dtypes: Any, **settings: Any
         ) -> list[mx.array]:
             self.launches.append((declared, list(inputs)))
+            self.settings.append(settings)
             return [mx.zeros(s, dtype=d) for s, d in zip(output_shapes, output_dtypes, strict=True)]
 
         return launch
@@ -193,3 +195,22 @@ def test_decode_attention_launches_leave_out_unread_inputs(recorder: Recorder) -
     assert "#define out (reinterpret_cast<T*>(part + " in declared["header"]
     assert "#define lengths position" in declared["header"]
     assert "#define lengths_strides queries_strides" in declared["header"]
+
+
+def test_in_launch_merge_is_sized_for_the_splits_launched(recorder: Recorder) -> None:
+    """The merge's per-split arrays (template FOLD_SPLITS) hold every split of the launch: 32 up to 32
+    splits, 256 beyond (two instantiations, not one per cache length)."""
+    attention = importlib.import_module("mlx_core.kernels.decode_attention")
+    counters = mx.zeros((64,), dtype=mx.int32)
+    for dtype, length in ((mx.bfloat16, 100), (mx.bfloat16, 4096), (mx.float32, 4096)):
+        q = rand(1, 8, 1, 64).astype(dtype)
+        k, v = rand(1, 2, length, 64, seed=1).astype(dtype), rand(1, 2, length, 64, seed=2).astype(dtype)
+        lengths = mx.array([length - 3, 0, 0, 0], dtype=mx.int32)
+        attention.decode_attention_cuda(q, k, v, 0.1, lengths, counters=counters)
+    seen = []
+    for settings in recorder.settings:
+        splits = settings["grid"][0] // settings["threadgroup"][0] // 2  # one block per (kv head, split)
+        bound = dict(settings["template"])["FOLD_SPLITS"]
+        assert bound == (32 if splits <= 32 else 256) and bound >= splits
+        seen.append(bound)
+    assert sorted(set(seen)) == [32, 256], f"both sizes exercised: {seen}"

@@ -165,8 +165,9 @@ def fold_num_splits(batch: int, kv_heads: int, keys: int, warps: int = _WARPS) -
 
 def fold_splits_bound(splits: int) -> int:
     """The kernel's FOLD_SPLITS for a launch of ``splits`` key splits: the size of the in-launch merge's
-    per-split arrays. 32 covers every launch with o_proj folded in (`_FOLD_MAX_SPLITS`) and the wide launch
-    (`mma_launch`); longer ones take `_MAX_SPLITS`. Two instantiations, not one per cache length."""
+    per-split arrays. 32 covers every launch with o_proj folded in (`_FOLD_MAX_SPLITS`) and the wide
+    launch at B = 1 with 8 kv heads (`mma_launch`); more splits take `_MAX_SPLITS`. Two instantiations, not
+    one per cache length."""
     return 32 if splits <= 32 else _MAX_SPLITS
 
 
